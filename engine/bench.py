@@ -1,0 +1,194 @@
+"""`transcrevai bench`: WER, DER, speed and memory on a corpus laid out like shared/corpus.
+
+It drives the same engine as `transcribe` (one engine for all clips, so model loading is
+measured once and kept out of the processing ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.config import PROJECT_ROOT, Config
+from engine.messages import SpeakerTurn
+from engine.session import FileTranscriber
+from engine.supervisor import Engine
+
+DEFAULT_CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
+
+
+def normalize(text: str) -> list[str]:
+    """Lowercase, punctuation and symbols to spaces; accents and digits kept."""
+    chars = [" " if unicodedata.category(c)[0] in "PSZC" else c for c in text.lower()]
+    return "".join(chars).split()
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def read_rttm(path: Path) -> list[SpeakerTurn]:
+    turns = []
+    for line in path.read_text().splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[0] == "SPEAKER":
+            start, dur = float(f[3]), float(f[4])
+            turns.append(SpeakerTurn(start, start + dur, f[7]))
+    return turns
+
+
+def _annotation(turns: list[SpeakerTurn], uri: str) -> Any:
+    from pyannote.core import Annotation
+    from pyannote.core import Segment as PSegment
+
+    ann = Annotation(uri=uri)
+    for i, t in enumerate(turns):
+        if t.end > t.start:
+            ann[PSegment(t.start, t.end), i] = t.speaker
+    return ann
+
+
+@dataclass
+class ClipRow:
+    id: str
+    language: str
+    synthetic: bool
+    duration_s: float
+    wer: float | None
+    ref_words: int
+    errors: int
+    der: float | None
+    der_c0: float | None
+    speakers_found: int | None
+    speakers_ref: int
+    processing_ratio: float
+    transcription_ratio: float
+    diarization_ratio: float | None
+    peak_rss_mb: float
+    error: str | None = None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:5.1f}"
+
+
+def run_bench(cfg: Config, args: argparse.Namespace) -> int:
+    corpus: Path = args.corpus or DEFAULT_CORPUS
+    manifest_path = corpus / "manifest.json"
+    if not manifest_path.is_file():
+        print(f"transcrevai: {manifest_path}: no corpus manifest here (use --corpus DIR)",
+              file=sys.stderr)
+        return 2
+    clips = json.loads(manifest_path.read_text())["clips"]
+    if args.clips:
+        clips = [c for c in clips if args.clips in c["id"]]
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    metric = DiarizationErrorRate(collar=0.5, skip_overlap=False)  # collar = total width
+    metric_c0 = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    rows: list[ClipRow] = []
+    diarize = cfg.diarization.enabled
+    t_start = time.perf_counter()
+    with Engine(cfg, diarization=diarize) as engine:
+        runner = FileTranscriber(engine)
+        runner.wait_ready()
+        load_s = time.perf_counter() - t_start
+        for clip in clips:
+            runner.peak_rss_bytes = 0
+            # manifest languages look like "pt-BR" or "pt (variety not stated)"
+            lang = re.sub(r"[^a-z].*", "", clip["language"].lower()) or None
+            res = runner.transcribe(str(corpus / clip["file"]), language=lang)
+            tr = res.transcript
+            ref = normalize(clip["transcript"])
+            hyp = normalize(" ".join(s.text for s in tr.segments))
+            errors = edit_distance(ref, hyp)
+            der = der_c0 = None
+            found = None
+            if diarize and tr.diarized:
+                found = len({t.speaker for t in tr.turns})
+                if clip.get("rttm"):
+                    ref_ann = _annotation(read_rttm(corpus / clip["rttm"]), clip["id"])
+                    hyp_ann = _annotation(tr.turns, clip["id"])
+                    der = metric(ref_ann, hyp_ann)
+                    der_c0 = metric_c0(ref_ann, hyp_ann)
+            audio = res.audio_s or clip["duration_s"]
+            d_work = res.work_s.get("diarization")
+            rows.append(ClipRow(
+                clip["id"], clip["language"], bool(clip.get("synthetic")), audio,
+                errors / max(1, len(ref)), len(ref), errors, der, der_c0, found,
+                int(clip.get("n_speakers") or 0), res.wall_s / audio,
+                res.work_s.get("transcription", 0.0) / audio,
+                None if d_work is None else d_work / audio,
+                runner.peak_rss_bytes / 2**20, res.error))
+    report = _pooled(rows, metric, metric_c0, load_s, runner.load_s)
+    if args.json:
+        print(json.dumps({"clips": [r.__dict__ for r in rows], "pooled": report}, indent=2,
+                         ensure_ascii=False))
+    else:
+        _print_table(rows, report)
+    return 0
+
+
+def _pooled(rows: list[ClipRow], metric: Any, metric_c0: Any, load_s: float,
+            worker_load_s: dict[str, float]) -> dict[str, Any]:
+    def wer_of(sel: list[ClipRow]) -> float | None:
+        words = sum(r.ref_words for r in sel)
+        return sum(r.errors for r in sel) / words if words else None
+
+    pt_real = [r for r in rows if r.language.lower().startswith("pt") and not r.synthetic]
+    audio = sum(r.duration_s for r in rows)
+    has_der = any(r.der is not None for r in rows)
+    return {
+        "wer": wer_of(pt_real),
+        "wer_pt_real_clips": len(pt_real),
+        "wer_synthetic": wer_of([r for r in rows if r.synthetic]),
+        "wer_en": wer_of([r for r in rows if r.language.lower().startswith("en")]),
+        "der": abs(metric) if has_der else None,
+        "der_c0": abs(metric_c0) if has_der else None,
+        "processing_ratio": sum(r.processing_ratio * r.duration_s for r in rows) / audio
+        if audio else None,
+        "peak_rss_mb": max((r.peak_rss_mb for r in rows), default=0.0),
+        "model_load_s": round(load_s, 2),
+        "worker_load_s": {k: round(v, 2) for k, v in worker_load_s.items()},
+        "audio_s": round(audio, 2),
+        "errors": sum(1 for r in rows if r.error),
+    }
+
+
+def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
+    head = (f"{'clip':28} {'lang':5} {'dur s':>6} {'WER%':>6} {'DER%':>6} {'DERc0%':>6} "
+            f"{'spk':>5} {'ratio':>6} {'asr':>6} {'diar':>6} {'RSS MB':>7}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        spk = "-" if r.speakers_found is None else f"{r.speakers_found}/{r.speakers_ref}"
+        diar = "-" if r.diarization_ratio is None else f"{r.diarization_ratio:6.3f}"
+        name = r.id + (" *" if r.synthetic else "")
+        print(f"{name:28} {r.language:5} {r.duration_s:6.1f} {_pct(r.wer):>6} {_pct(r.der):>6} "
+              f"{_pct(r.der_c0):>6} {spk:>5} {r.processing_ratio:6.3f} "
+              f"{r.transcription_ratio:6.3f} {diar:>6} {r.peak_rss_mb:7.0f}"
+              + (f"  ERROR {r.error}" if r.error else ""))
+    print("-" * len(head))
+    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {_pct(p['wer'])}%  "
+          f"WER synthetic {_pct(p['wer_synthetic'])}%  WER en {_pct(p['wer_en'])}%")
+    print(f"pooled: DER (±0.25 s collar) {_pct(p['der'])}%  DER (no collar) {_pct(p['der_c0'])}%")
+    print(f"pooled: processing ratio {p['processing_ratio']:.3f}  peak RSS "
+          f"{p['peak_rss_mb']:.0f} MB  model load {p['model_load_s']:.2f} s "
+          f"{p['worker_load_s']}  audio {p['audio_s']:.0f} s")
+    print("* synthetic clip (reported separately)")
+
+

@@ -1,0 +1,183 @@
+"""Runs recordings through the engine and assembles their transcripts.
+
+The CLI, the benchmark and (later) the console all use this one path: workers are started
+once, files are fed one after another, and each file's transcript is the merge of the
+transcription and diarization results for its stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psutil
+
+from engine.messages import (
+    DiarizationResult,
+    EngineEvent,
+    Heartbeat,
+    Segment,
+    SpeakerTurn,
+    StreamError,
+    StreamOpened,
+    TranscriptResult,
+    WorkerError,
+    WorkerState,
+    WorkerStatus,
+)
+from engine.supervisor import Engine
+from engine.transcript import Transcript, assign_speakers, without_speakers
+
+
+class EngineFailure(Exception):
+    """The engine cannot go on (a required worker failed); str() is one line."""
+
+
+@dataclass
+class FileResult:
+    path: str
+    transcript: Transcript
+    wall_s: float = 0.0
+    audio_s: float = 0.0
+    error: str | None = None  # set when the file could not be (fully) transcribed
+    work_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Job:
+    sid: int
+    result: FileResult
+    segments: list[Segment] = field(default_factory=list)
+    turns: list[SpeakerTurn] | None = None
+    transcribed: bool = False
+    diarized: bool = False
+    failed: bool = False
+
+
+class FileTranscriber:
+    """Feeds files to an Engine and waits for each transcript."""
+
+    def __init__(self, engine: Engine,
+                 on_event: Callable[[EngineEvent], None] | None = None) -> None:
+        self.engine = engine
+        self.on_event = on_event
+        self.load_s: dict[str, float] = {}
+        self.models: dict[str, str] = {}
+        self.peak_rss_bytes = 0
+        self._job: _Job | None = None
+        self._diarization_down: str | None = None
+        self._last_rss = 0.0
+
+    @property
+    def diarizing(self) -> bool:
+        return "diarization" in self.engine.roles and self._diarization_down is None
+
+    def wait_ready(self, timeout: float | None = None) -> float:
+        """Block until every worker has loaded its model; returns seconds waited."""
+        limit = timeout or self.engine.config.engine.startup_timeout
+        t0 = time.monotonic()
+        while not all(r in self.load_s or (r == "diarization" and self._diarization_down)
+                      for r in self.engine.roles):
+            if time.monotonic() - t0 > limit:
+                raise EngineFailure(f"workers not ready after {limit:.0f} s")
+            self._pump(0.1)
+        return time.monotonic() - t0
+
+    def transcribe(self, path: str, realtime: bool = False,
+                   language: str | None = None) -> FileResult:
+        """Run one file through the engine; errors of the file are in FileResult.error."""
+        result = FileResult(path, Transcript(source=path))
+        job = self._job = _Job(self.engine.open_file(path, realtime, language), result)
+        t0 = time.perf_counter()
+        try:
+            while not self._done(job):
+                self._pump(0.1)
+        finally:
+            self._job = None
+        result.wall_s = time.perf_counter() - t0
+        tr = result.transcript
+        tr.model = self.models.get("transcription", "")
+        if not job.failed:
+            if job.turns is not None:
+                tr.segments, tr.turns, tr.diarized = (assign_speakers(job.segments, job.turns),
+                                                      job.turns, True)
+            else:
+                tr.segments = without_speakers(job.segments)
+            tr.language = next((s.language for s in tr.segments if s.language), "")
+        return result
+
+    def _done(self, job: _Job) -> bool:
+        if job.failed:
+            return True
+        if not self.diarizing:
+            job.diarized = True
+        return job.transcribed and job.diarized
+
+    # -------------------------------------------------------------- events
+    def _pump(self, timeout: float) -> None:
+        for ev in self.engine.poll(timeout):
+            self._handle(ev)
+            if self.on_event is not None:
+                self.on_event(ev)
+        now = time.monotonic()
+        if now - self._last_rss >= 0.1:
+            self._last_rss = now
+            self.peak_rss_bytes = max(self.peak_rss_bytes, self.rss_bytes())
+
+    def rss_bytes(self) -> int:
+        """RSS of this process plus every live worker."""
+        total = 0
+        pids = [p.pid for p in self.engine.procs.values() if p.pid and p.is_alive()]
+        for pid in [None, *pids]:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _handle(self, ev: EngineEvent) -> None:
+        job = self._job
+        match ev:
+            case WorkerStatus(role=role, state=WorkerState.READY, load_s=load_s, model=model):
+                self.load_s.setdefault(role, load_s)
+                self.models[role] = model
+            case WorkerError(role="diarization", message=msg, fatal=True):
+                self._diarization_down = msg
+                if job is not None:
+                    job.result.transcript.warnings.append(
+                        f"diarization unavailable ({msg}); speakers are unknown")
+            case WorkerError(role=role, message=msg, fatal=True):
+                raise EngineFailure(msg if role in msg else f"{role} worker: {msg}")
+            case WorkerError(role="diarization", stream_id=sid, message=msg) if (
+                    job and sid == job.sid):
+                job.turns, job.diarized = None, True
+                job.result.transcript.warnings.append(
+                    f"diarization failed on this file ({msg}); speakers are unknown")
+            case WorkerError(stream_id=sid, message=msg) if job and sid == job.sid:
+                job.result.error = job.result.error or msg
+                job.failed = True
+            case StreamOpened(stream_id=sid, duration_s=dur) if job and sid == job.sid:
+                job.result.audio_s = job.result.transcript.duration_s = dur
+            case StreamError(stream_id=sid, message=msg, partial=partial) if job and sid == job.sid:
+                job.result.error = msg
+                job.result.transcript.warnings.append(msg)
+                if not partial:
+                    job.failed = True
+            case TranscriptResult(stream_id=sid) if job and sid == job.sid:
+                job.segments.extend(ev.segments)
+                job.result.work_s["transcription"] = (job.result.work_s.get("transcription", 0)
+                                                      + ev.work_s)
+                job.transcribed = ev.final
+            case DiarizationResult(stream_id=sid) if job and sid == job.sid:
+                job.turns = list(ev.turns)
+                job.result.work_s["diarization"] = ev.work_s
+                job.diarized = ev.final
+            case Heartbeat():
+                pass
+            case _:
+                pass

@@ -1,0 +1,71 @@
+"""Diarization worker: who spoke when, from ONNX segmentation + speaker embeddings.
+
+For a file the speakers are clustered over the whole stream at its end, which is what gives
+consistent labels across a recording; the work runs while transcription is still busy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from multiprocessing.queues import Queue
+from typing import Any
+
+import numpy as np
+
+from engine.config import Config
+from engine.messages import (
+    SAMPLE_RATE,
+    AudioChunk,
+    DiarizationResult,
+    EndOfStream,
+    EngineEvent,
+    Role,
+    SpeakerTurn,
+    WorkerInput,
+)
+from engine.models.registry import diarization_paths
+
+
+class DiarizationHandler:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.streams: dict[int, list[np.ndarray]] = {}
+        self.diarizer: Any = None
+
+    def load(self) -> str:
+        from engine.diarization.pipeline import DiarizationParams, Diarizer
+
+        dc = self.config.diarization
+        if dc.backend != "onnx":
+            raise NotImplementedError(f"diarization backend '{dc.backend}' is not available yet")
+        seg, emb = diarization_paths(self.config.paths.models_dir)
+        overrides: dict[str, Any] = {
+            "num_speakers": dc.num_speakers or None,
+            "min_speakers": dc.min_speakers or None,
+            "max_speakers": dc.max_speakers or None,
+        }
+        if dc.clustering_threshold:
+            overrides["clustering_threshold"] = dc.clustering_threshold
+        self.diarizer = Diarizer(seg, emb, DiarizationParams(**overrides), threads=dc.threads)
+        return "segmentation-3.0 + CAM++ fp32"
+
+    def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
+        match msg:
+            case AudioChunk(stream_id=sid, samples=samples):
+                self.streams.setdefault(sid, []).append(samples)
+            case EndOfStream(stream_id=sid, total_samples=total):
+                parts = self.streams.pop(sid, [])
+                audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                t0 = time.perf_counter()
+                turns = self.diarizer(audio, SAMPLE_RATE) if len(audio) else []
+                yield DiarizationResult(
+                    sid, tuple(SpeakerTurn(round(t.start, 3), round(t.end, 3), t.speaker)
+                               for t in turns),
+                    total, True, work_s=time.perf_counter() - t0, audio_s=len(audio) / SAMPLE_RATE)
+            case _:
+                return
+
+
+def make_handler(config: Config, inboxes: Mapping[Role, Queue[Any]]) -> DiarizationHandler:
+    return DiarizationHandler(config)

@@ -1,0 +1,161 @@
+"""Transcription worker: faster-whisper over audio pieces cut at silences.
+
+Audio is buffered per stream and cut into pieces of at most `max_chunk_s` at the widest
+silence the VAD finds, so no word is split and the result depends only on the audio (a
+successor restarted from the last acknowledged offset produces the same text).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from typing import Any
+
+import numpy as np
+
+from engine.config import Config
+from engine.messages import (
+    SAMPLE_RATE,
+    AudioChunk,
+    EndOfStream,
+    EngineEvent,
+    Role,
+    Segment,
+    StreamStart,
+    TranscriptResult,
+    Word,
+    WorkerInput,
+)
+from engine.models.registry import ModelError, resolve_whisper
+
+
+@dataclass
+class _Stream:
+    start_sample: int = 0  # offset of buffer[0] in the stream
+    language: str | None = None
+    parts: list[np.ndarray] = field(default_factory=list)
+    length: int = 0
+
+    def take(self, n: int) -> np.ndarray:
+        buf = np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
+        head, rest = buf[:n], buf[n:]
+        self.parts = [rest] if len(rest) else []
+        self.length = len(rest)
+        self.start_sample += len(head)
+        return head
+
+
+class TranscriptionHandler:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.tc = config.transcription
+        self.streams: dict[int, _Stream] = {}
+        self.max_samples = int(self.tc.max_chunk_s * SAMPLE_RATE)
+        self.model: Any = None
+        self.vad_options: Any = None
+        t = self.tc.temperature
+        self.temperatures = ([t] + [x / 10 for x in range(2, 11, 2) if x / 10 > t]
+                             if self.tc.temperature_fallback else [t])
+
+    def load(self) -> str:
+        from faster_whisper import WhisperModel
+        from faster_whisper.vad import VadOptions
+
+        source = resolve_whisper(self.tc.model, self.config.paths.models_dir,
+                                 self.tc.allow_download)
+        compute = self.tc.compute_type
+        if compute == "auto":
+            compute = "int8"
+        try:
+            self.model = WhisperModel(source.model, device="cpu", compute_type=compute,
+                                      cpu_threads=self.tc.cpu_threads,
+                                      local_files_only=source.local or not self.tc.allow_download)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"cannot load whisper model {source.model}: {exc}") from None
+        v = self.config.vad
+        self.vad_options = VadOptions(threshold=v.threshold,
+                                      min_silence_duration_ms=v.min_silence_ms,
+                                      speech_pad_ms=v.speech_pad_ms,
+                                      min_speech_duration_ms=v.min_speech_ms)
+        return f"{source.name} {compute}"
+
+    def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
+        match msg:
+            case StreamStart(stream_id=sid, language=language):
+                self.streams[sid] = _Stream(language=language)
+            case AudioChunk(stream_id=sid):
+                st = self.streams.setdefault(sid, _Stream(start_sample=msg.start_sample))
+                st.parts.append(msg.samples)
+                st.length += len(msg.samples)
+                # keep one piece of look-ahead so the cut can fall in a silence
+                while st.length >= self.max_samples + SAMPLE_RATE * 5:
+                    yield self._decode(sid, st, self._cut_point(st), final=False)
+            case EndOfStream(stream_id=sid):
+                st = self.streams.pop(sid, _Stream(start_sample=msg.total_samples))
+                while st.length > self.max_samples:
+                    yield self._decode(sid, st, self._cut_point(st), final=False)
+                yield self._decode(sid, st, st.length, final=True)
+            case _:
+                return
+
+    def _cut_point(self, st: _Stream) -> int:
+        """Where to end the next piece: the middle of the widest silence near the limit."""
+        from faster_whisper.vad import get_speech_timestamps
+
+        if len(st.parts) > 1:  # consolidate once; take() then slices without copying again
+            st.parts = [np.concatenate(st.parts)]
+        window = st.parts[0][: self.max_samples]
+        speech = get_speech_timestamps(window, self.vad_options)
+        if not speech:
+            return len(window)
+        gaps = [(0, 0, speech[0]["start"])] + [
+            (a["end"], b["start"], b["start"] - a["end"]) for a, b in zip(speech, speech[1:],
+                                                                       strict=False)
+        ] + [(speech[-1]["end"], len(window), len(window) - speech[-1]["end"])]
+        # prefer gaps in the later half so pieces stay long (context helps whisper)
+        late = [g for g in gaps if g[1] >= len(window) // 2 and g[2] > 0]
+        if not late:
+            return len(window)
+        start, end, _ = max(late, key=lambda g: (g[2] >= SAMPLE_RATE * 0.3, g[2]))
+        return max(1, (start + end) // 2)
+
+    def _decode(self, sid: int, st: _Stream, n: int, final: bool) -> TranscriptResult:
+        offset_s = st.start_sample / SAMPLE_RATE
+        audio = st.take(n) if n else np.zeros(0, np.float32)
+        t0 = time.perf_counter()
+        segments = (self._transcribe(audio, offset_s, st.language)
+                    if len(audio) >= SAMPLE_RATE // 10 else [])
+        return TranscriptResult(sid, tuple(segments), st.start_sample, final,
+                                work_s=time.perf_counter() - t0,
+                                audio_s=len(audio) / SAMPLE_RATE)
+
+    def _transcribe(self, audio: np.ndarray, offset_s: float,
+                    language: str | None) -> list[Segment]:
+        tc = self.tc
+        language = language or tc.language
+        language = None if language == "auto" else language
+        raw, info = self.model.transcribe(
+            audio, language=language, beam_size=tc.beam_size, temperature=self.temperatures,
+            condition_on_previous_text=tc.condition_on_previous_text,
+            repetition_penalty=tc.repetition_penalty,
+            initial_prompt=tc.initial_prompt or None, word_timestamps=tc.word_timestamps,
+            vad_filter=self.config.vad.enabled, vad_parameters=self.vad_options,
+        )
+        out: list[Segment] = []
+        for s in raw:
+            text = s.text.strip()
+            if not text:
+                continue
+            words = tuple(Word(round(w.start + offset_s, 3), round(w.end + offset_s, 3),
+                               w.word.strip(), float(w.probability))
+                          for w in (s.words or ()) if w.word.strip())
+            out.append(Segment(round(s.start + offset_s, 3), round(s.end + offset_s, 3), text,
+                               words, None, float(s.avg_logprob), float(s.no_speech_prob),
+                               info.language))
+        return out
+
+
+def make_handler(config: Config, inboxes: Mapping[Role, Queue[Any]]) -> TranscriptionHandler:
+    return TranscriptionHandler(config)
