@@ -1,0 +1,47 @@
+"""Shared helpers: the test corpus in tests/data and running the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+
+
+def clips() -> dict[str, dict[str, Any]]:
+    """The test corpus manifest (a subset of the evaluation corpus), by clip id."""
+    doc = json.loads((DATA / "manifest.json").read_text())
+    return {c["id"]: c for c in doc["clips"]}
+
+
+def clip_path(clip_id: str) -> Path:
+    return DATA / clips()[clip_id]["file"]
+
+
+def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `transcrevai ARGS` as a user would (a separate process)."""
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd or ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """A failure a user caused: non-zero exit, exactly one line on stderr, no traceback."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA

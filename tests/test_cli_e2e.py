@@ -1,0 +1,237 @@
+"""`transcrevai transcribe` end to end: real worker processes, real whisper base, real ONNX
+diarization, on real speech from tests/data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.bench import edit_distance, normalize, read_rttm
+from engine.config import load_config
+from engine.export import from_json, render
+from engine.models.registry import assemble_whisper_base
+from tests.conftest import ROOT, assert_one_line_error, clip_path, clips, run_cli
+from tests.formats import parse_srt, parse_vtt
+
+WORKER_TITLES = {f"transcrevai: {r}" for r in ("capture", "transcription", "diarization")}
+
+
+def _wer(clip_id: str, text: str) -> float:
+    ref = normalize(clips()[clip_id]["transcript"])
+    return edit_distance(ref, normalize(text)) / len(ref)
+
+
+def _der(clip_id: str, rttm_text: str, collar: float = 0.5) -> float:
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def ann(turns: list[tuple[float, float, str]]) -> Annotation:
+        a = Annotation()
+        for i, (s, e, spk) in enumerate(turns):
+            a[Segment(s, e), i] = spk
+        return a
+
+    ref = [(t.start, t.end, t.speaker) for t in read_rttm(ROOT / "tests/data" /
+                                                          clips()[clip_id]["rttm"])]
+    hyp = []
+    for line in rttm_text.splitlines():
+        f = line.split()
+        hyp.append((float(f[3]), float(f[3]) + float(f[4]), f[7]))
+    return float(DiarizationErrorRate(collar=collar)(ann(ref), ann(hyp)))
+
+
+def _titles_of_children(pid: int) -> set[str]:
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return set()
+    out = set()
+    for k in kids:
+        try:
+            out.add(" ".join(k.cmdline()))
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def dialogue(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One real run on the 4-speaker PT-BR dialogue, watching process titles while it runs."""
+    out = tmp_path_factory.mktemp("dlg") / "dialogue.json"
+    cmd = [sys.executable, "-m", "engine.cli", "transcribe", str(clip_path("ptbr_dlg_mixed_4spk")),
+           "--format", "json", "--output", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen: set[str] = set()
+    pids: set[int] = set()
+
+    def watch() -> None:
+        while proc.poll() is None:
+            for k in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None \
+                    else []:
+                try:
+                    title = " ".join(k.cmdline())
+                except psutil.Error:
+                    continue
+                if title in WORKER_TITLES:
+                    seen.add(title)
+                    pids.add(k.pid)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    stdout, stderr = proc.communicate(timeout=600)
+    watcher.join()
+    return {"rc": proc.returncode, "stderr": stderr, "json": out.read_text() if out.exists()
+            else "", "titles": seen, "pids": pids}
+
+
+def test_dialogue_runs_in_titled_worker_processes(dialogue: dict[str, object]) -> None:
+    assert dialogue["rc"] == 0, dialogue["stderr"]
+    assert dialogue["titles"] == WORKER_TITLES
+    # none of them outlives the command
+    alive = [p for p in dialogue["pids"] if psutil.pid_exists(p)  # type: ignore[attr-defined]
+             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive
+
+
+def test_dialogue_transcript_and_speakers(dialogue: dict[str, object]) -> None:
+    tr = from_json(str(dialogue["json"]))
+    assert tr.diarized and tr.language == "pt"
+    text = " ".join(s.text for s in tr.segments)
+    assert _wer("ptbr_dlg_mixed_4spk", text) <= 0.25, text
+    found = len({t.speaker for t in tr.turns})
+    assert found >= clips()["ptbr_dlg_mixed_4spk"]["n_speakers"] - 1
+    assert _der("ptbr_dlg_mixed_4spk", render(tr, "rttm")) <= 0.15
+    # every segment has a speaker from the turns and words inside the segment
+    labels = {t.speaker for t in tr.turns}
+    for seg in tr.segments:
+        assert seg.speaker in labels
+        assert all(seg.start - 0.01 <= w.start <= w.end <= seg.end + 0.01 for w in seg.words)
+    starts = [s.start for s in tr.segments]
+    assert starts == sorted(starts)
+
+
+def test_every_format_of_a_real_transcript_parses(dialogue: dict[str, object]) -> None:
+    tr = from_json(str(dialogue["json"]))
+    srt, vtt = parse_srt(render(tr, "srt")), parse_vtt(render(tr, "vtt"))
+    assert len(srt) >= len(tr.segments) and len(vtt) == len(srt)
+    assert _der("ptbr_dlg_mixed_4spk", render(tr, "rttm"), collar=0.0) == pytest.approx(
+        _der_self(render(tr, "rttm")), abs=1.0)  # parses as RTTM at all
+    txt = render(tr, "txt")
+    assert all(line.startswith("[") and "SPEAKER_" in line for line in txt.splitlines())
+    assert json.loads(render(tr, "json"))["segments"]
+
+
+def _der_self(rttm_text: str) -> float:
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    a = Annotation()
+    for i, line in enumerate(rttm_text.splitlines()):
+        f = line.split()
+        a[Segment(float(f[3]), float(f[3]) + float(f[4])), i] = f[7]
+    return float(DiarizationErrorRate()(a, a))
+
+
+def test_rttm_scores_zero_against_itself(dialogue: dict[str, object]) -> None:
+    assert _der_self(render(from_json(str(dialogue["json"])), "rttm")) == 0.0
+
+
+def test_two_speaker_call_diarization(tmp_path: Path) -> None:
+    out = tmp_path / "sample.rttm"
+    proc = run_cli("transcribe", str(clip_path("en_pyannote_sample")), "--language", "en",
+                   "--format", "rttm", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rttm = out.read_text()
+    assert len({ln.split()[7] for ln in rttm.splitlines()}) == clips()[
+        "en_pyannote_sample"]["n_speakers"]
+    assert _der("en_pyannote_sample", rttm) <= 0.03
+
+
+def test_srt_to_stdout_without_diarization() -> None:
+    proc = run_cli("transcribe", str(clip_path("ptbr_fleurs_000")), "--format", "srt",
+                   "--no-diarization")
+    assert proc.returncode == 0, proc.stderr
+    cues = parse_srt(proc.stdout)
+    assert _wer("ptbr_fleurs_000", " ".join(" ".join(c.lines) for c in cues)
+                .replace("UNKNOWN: ", "")) <= 0.2
+
+
+def _cut_wav(tmp_path: Path) -> Path:
+    data = clip_path("ptbr_fleurs_000").read_bytes()
+    path = tmp_path / "cortado ção.wav"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_wav_keeps_what_is_there_and_exits_non_zero(tmp_path: Path) -> None:
+    proc = run_cli("transcribe", str(_cut_wav(tmp_path)), "--no-diarization")
+    line = assert_one_line_error(proc)
+    assert proc.returncode == 3 and "truncated" in line
+    assert _wer("ptbr_fleurs_000", proc.stdout) < 0.8  # the first half is there
+
+
+@pytest.mark.parametrize("kind", ["missing", "dir", "text", "empty", "zero", "garbage"])
+def test_bad_input_is_one_line_without_starting_models(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"{kind}.wav"
+    if kind == "dir":
+        path.mkdir()
+    elif kind == "text":
+        path.write_text("isto não é áudio\n" * 50)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "zero":
+        path.write_bytes(clip_path("ptbr_fleurs_000").read_bytes()[:44])
+    elif kind == "garbage":
+        path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(range(200)))
+    t0 = time.monotonic()
+    proc = run_cli("transcribe", str(path))
+    line = assert_one_line_error(proc)
+    assert proc.returncode == 2 and str(path) in line
+    assert time.monotonic() - t0 < 20  # refused up front, not after loading models
+
+
+def test_a_bad_file_in_a_batch_does_not_stop_the_others(tmp_path: Path) -> None:
+    good = clip_path("ptbr_fleurs_000")
+    proc = run_cli("transcribe", str(tmp_path / "nope.wav"), str(good), "--no-diarization",
+                   "--format", "vtt", "--output", str(tmp_path / "out"))
+    assert "nope.wav" in assert_one_line_error(proc)
+    assert parse_vtt((tmp_path / "out" / "ptbr_fleurs_000.vtt").read_text())
+
+
+def test_model_hash_mismatch_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    models = load_config().paths.models_dir
+    assemble_whisper_base(models)
+    shutil.copytree(models / "whisper-base", tmp_path / "whisper-base")
+    (tmp_path / "diarization").symlink_to(models / "diarization")
+    with (tmp_path / "whisper-base" / "model.bin").open("r+b") as fh:
+        fh.seek(1_000_000)
+        b = fh.read(1)
+        fh.seek(1_000_000)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodels_dir = "{tmp_path}"\nlog_dir = "{tmp_path}/logs"\n')
+    proc = run_cli("--config", str(cfg), "transcribe", str(clip_path("ptbr_fleurs_000")))
+    line = assert_one_line_error(proc)
+    assert proc.returncode == 1 and "model.bin" in line and "SHA-256" in line
+
+
+def test_bench_reports_figures_as_json() -> None:
+    proc = run_cli("bench", "--corpus", str(ROOT / "tests/data"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert {c["id"] for c in doc["clips"]} == set(clips())
+    pooled = doc["pooled"]
+    for key in ("wer", "der", "der_c0", "processing_ratio", "peak_rss_mb", "model_load_s"):
+        assert isinstance(pooled[key], float | int), key
+    assert pooled["wer"] <= 0.25 and pooled["der"] <= 0.10
+    assert 100 < pooled["peak_rss_mb"] < 2000
