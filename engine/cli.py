@@ -109,7 +109,7 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
             result = runner.transcribe(f, realtime=args.realtime)
             if not _emit(result, args, many):
                 status = status or EXIT_USAGE
-            elif result.error:
+            elif result.error or result.transcript.warnings:  # partial or degraded
                 status = status or EXIT_PARTIAL
     return status
 
@@ -117,13 +117,13 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
 def _emit(result: FileResult, args: argparse.Namespace, many: bool) -> bool:
     """Write or print one file's transcript; False when nothing could be produced."""
     tr = result.transcript
-    for warning in tr.warnings[:-1] if result.error else tr.warnings:
-        _err(f"warning: {warning}")
-    if result.error and not tr.segments and result.audio_s == 0:
-        _err(result.error)
-        return False
+    for warning in tr.warnings:
+        if warning != result.error:
+            _err(f"warning: {warning}")
     if result.error:
         _err(result.error)
+        if not tr.segments and result.audio_s == 0:
+            return False
     text = render(tr, args.format)
     target = _output_target(args, result.path, many)
     if target is None:

@@ -55,7 +55,7 @@ class TranscriptionConfig:
     initial_prompt: str = ""
     allow_download: bool = False
     # Audio is cut into pieces of about this length at silences before decoding.
-    max_chunk_s: float = field(default=30.0, metadata=_range(5.0, 600.0))
+    max_chunk_s: float = field(default=60.0, metadata=_range(5.0, 600.0))
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class DiarizationConfig:
     enabled: bool = True
     backend: str = field(default="onnx", metadata=_choice("onnx", "pyannote"))
     threads: int = field(default=1, metadata=_range(1, 64))
+    nice: int = field(default=10, metadata=_range(0, 19))  # lower priority than transcription
     clustering_threshold: float = field(default=0.0, metadata=_range(0.0, 2.0))
     # 0 means "find automatically".
     num_speakers: int = field(default=0, metadata=_range(0, 32))

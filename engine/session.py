@@ -93,6 +93,9 @@ class FileTranscriber:
         """Run one file through the engine; errors of the file are in FileResult.error."""
         result = FileResult(path, Transcript(source=path))
         job = self._job = _Job(self.engine.open_file(path, realtime, language), result)
+        if self._diarization_down and "diarization" in self.engine.roles:
+            result.transcript.warnings.append(
+                f"diarization unavailable ({self._diarization_down}); speakers are unknown")
         t0 = time.perf_counter()
         try:
             while not self._done(job):

@@ -82,8 +82,15 @@ class Engine:
             except (ValueError, OSError):
                 pass
         deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            proc.join(max(0.0, deadline - time.monotonic()))
+        while any(p.is_alive() for p in self.procs.values()) and time.monotonic() < deadline:
+            # keep pipes moving: a worker cannot exit while its queue feeder is blocked on a
+            # full pipe (events nobody reads, or the inbox of a worker that already died)
+            self._discard(self.events)
+            for role, proc in self.procs.items():
+                if not proc.is_alive():
+                    self._discard(self.inboxes[role])
+            for proc in self.procs.values():
+                proc.join(0.02)
         for proc in self.procs.values():
             if proc.is_alive():
                 proc.terminate()
@@ -94,6 +101,14 @@ class Engine:
         for q in [self.events, *self.inboxes.values()]:
             q.cancel_join_thread()
             q.close()
+
+    @staticmethod
+    def _discard(q: Queue[Any]) -> None:
+        try:
+            while True:
+                q.get_nowait()
+        except (queue.Empty, ValueError, OSError, EOFError):
+            pass
 
     def __enter__(self) -> Engine:
         self.start()

@@ -235,3 +235,16 @@ def test_bench_reports_figures_as_json() -> None:
         assert isinstance(pooled[key], float | int), key
     assert pooled["wer"] <= 0.25 and pooled["der"] <= 0.10
     assert 100 < pooled["peak_rss_mb"] < 2000
+
+
+def test_without_diarization_models_the_transcript_still_comes(tmp_path: Path) -> None:
+    models = load_config().paths.models_dir
+    assemble_whisper_base(models)
+    (tmp_path / "whisper-base").symlink_to(models / "whisper-base")  # no diarization/ here
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodels_dir = "{tmp_path}"\nlog_dir = "{tmp_path}/logs"\n')
+    proc = run_cli("--config", str(cfg), "transcribe", str(clip_path("ptbr_fleurs_000")))
+    line = assert_one_line_error(proc)
+    assert proc.returncode == 3 and "diarization unavailable" in line
+    assert "segmentation-3.0.onnx" in line
+    assert _wer("ptbr_fleurs_000", proc.stdout.split(":", 3)[-1]) <= 0.2

@@ -151,7 +151,7 @@ def diarization_paths(models_dir: Path) -> tuple[Path, Path]:
     manifest = folder / "MANIFEST.json"
     pinned = dict(DIARIZATION_FILES)
     if not pinned and manifest.is_file():  # pragma: no cover - before hashes are pinned
-        pinned = {f["file"]: f["sha256"] for f in json.loads(manifest.read_text())["files"]}
+        pinned = {f["file"]: f["sha256"] for f in json.loads(manifest.read_text())["models"]}
     seg, emb = folder / "segmentation-3.0.onnx", folder / "campplus.onnx"
     for path in (seg, emb):
         if path.name not in pinned:

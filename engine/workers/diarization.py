@@ -6,6 +6,7 @@ consistent labels across a recording; the work runs while transcription is still
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
 from multiprocessing.queues import Queue
@@ -35,6 +36,10 @@ class DiarizationHandler:
 
     def load(self) -> str:
         from engine.diarization.pipeline import DiarizationParams, Diarizer
+
+        # Whisper's threads lose most when they share a core; at a lower priority diarization
+        # runs in the time transcription leaves idle instead of stalling it.
+        os.nice(self.config.diarization.nice)
 
         dc = self.config.diarization
         if dc.backend != "onnx":
