@@ -62,6 +62,14 @@ def _annotation(turns: list[SpeakerTurn], uri: str) -> Any:
     return ann
 
 
+def _uem(duration_s: float) -> Any:
+    """Score the whole clip (pyannote would otherwise guess the extent and warn)."""
+    from pyannote.core import Segment as PSegment
+    from pyannote.core import Timeline
+
+    return Timeline([PSegment(0.0, duration_s)])
+
+
 @dataclass
 class ClipRow:
     id: str
@@ -123,8 +131,9 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
                 if clip.get("rttm"):
                     ref_ann = _annotation(read_rttm(corpus / clip["rttm"]), clip["id"])
                     hyp_ann = _annotation(tr.turns, clip["id"])
-                    der = metric(ref_ann, hyp_ann)
-                    der_c0 = metric_c0(ref_ann, hyp_ann)
+                    uem = _uem(clip["duration_s"])
+                    der = metric(ref_ann, hyp_ann, uem=uem)
+                    der_c0 = metric_c0(ref_ann, hyp_ann, uem=uem)
             audio = res.audio_s or clip["duration_s"]
             d_work = res.work_s.get("diarization")
             rows.append(ClipRow(
