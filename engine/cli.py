@@ -7,6 +7,8 @@ stderr and a non-zero exit; details of unexpected errors go to the log, not the 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 import traceback
@@ -16,6 +18,7 @@ from pathlib import Path
 from engine.audio.source import AudioFileError, probe
 from engine.config import Config, ConfigError, load_config
 from engine.export import FORMATS, render
+from engine.messages import FAULT_KINDS, ROLES, FaultSpec
 from engine.session import EngineFailure, FileResult, FileTranscriber
 from engine.supervisor import Engine
 
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--speakers", type=int, metavar="N", help="fix the number of speakers")
     t.add_argument("--realtime", action="store_true",
                    help="feed audio at real-time pace, like a live microphone")
+    # testing aid: ROLE:KIND:AFTER_S, e.g. transcription:kill:2 (also TRANSCREVAI_INJECT_FAULT)
+    t.add_argument("--inject-fault", action="append", default=[], help=argparse.SUPPRESS)
 
     b = sub.add_parser("bench", help="measure WER, DER and speed on a corpus")
     b.add_argument("--corpus", type=Path, help="folder with manifest.json "
@@ -73,6 +78,41 @@ def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
     if getattr(args, "no_diarization", False):
         cfg = cfg.replace("diarization", enabled=False)
     return cfg
+
+
+def parse_fault(text: str) -> FaultSpec:
+    """ROLE:KIND:AFTER_S -> FaultSpec (raises UserError naming what is wrong)."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in ROLES or parts[1] not in FAULT_KINDS:
+        raise UserError(f"fault '{text}': expected ROLE:KIND:AFTER_S with ROLE in "
+                        f"{'/'.join(ROLES)} and KIND in {'/'.join(FAULT_KINDS)}")
+    try:
+        after = float(parts[2])
+    except ValueError:
+        raise UserError(f"fault '{text}': AFTER_S must be a number of seconds") from None
+    return FaultSpec(parts[0], parts[1], after)
+
+
+def _faults(args: argparse.Namespace) -> list[FaultSpec]:
+    specs = list(getattr(args, "inject_fault", []))
+    env = os.environ.get("TRANSCREVAI_INJECT_FAULT", "")
+    specs += [s for s in env.split(",") if s.strip()]
+    return [parse_fault(s.strip()) for s in specs]
+
+
+def setup_logging(cfg: Config) -> None:
+    """Engine events (restarts, backoff delays, failures) go to log_dir/engine.log."""
+    try:
+        cfg.paths.log_dir.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(cfg.paths.log_dir / "engine.log",
+                                                       encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("transcrevai")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
 
 
 def _output_target(args: argparse.Namespace, src: str, many: bool) -> Path | None:
@@ -101,7 +141,8 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
     if not good:
         return status
     many = len(args.files) > 1
-    with Engine(cfg, diarization=cfg.diarization.enabled) as engine:
+    faults = _faults(args)
+    with Engine(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
         runner = FileTranscriber(engine)
         _info("loading models…")
         runner.wait_ready()
@@ -167,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg: Config | None = None
     try:
         cfg = _apply_overrides(load_config(args.config), args)
+        setup_logging(cfg)
         if args.command == "transcribe":
             return cmd_transcribe(cfg, args)
         if args.command == "bench":

@@ -84,7 +84,34 @@ class DiarizationConfig:
 class EngineConfig:
     chunk_s: float = field(default=1.0, metadata=_range(0.05, 10.0))
     heartbeat_interval: float = field(default=1.0, metadata=_range(0.05, 60.0))
+    heartbeat_timeout: float = field(default=5.0, metadata=_range(0.2, 600.0))
     startup_timeout: float = field(default=120.0, metadata=_range(1.0, 3600.0))
+    # restarts: delays backoff_initial_s * 2**n capped at backoff_max_s (2, 4, 8, 16, 30 s);
+    # more than max_restarts within restart_window_s marks the worker failed
+    backoff_initial_s: float = field(default=2.0, metadata=_range(0.0, 600.0))
+    backoff_max_s: float = field(default=30.0, metadata=_range(0.0, 3600.0))
+    max_restarts: int = field(default=3, metadata=_range(0, 1000))
+    restart_window_s: float = field(default=300.0, metadata=_range(1.0, 86400.0))
+    # capture reads at most this far ahead of what transcription has finished (backpressure;
+    # bounds the audio held for re-sending); must exceed transcription.max_chunk_s
+    max_read_ahead_s: float = field(default=120.0, metadata=_range(10.0, 3600.0))
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """RSS budgets per process (MB); the supervisor restarts a worker that stays above it."""
+
+    capture_mb: int = field(default=256, metadata=_range(32, 65536))
+    transcription_mb: int = field(default=512, metadata=_range(64, 65536))
+    diarization_mb: int = field(default=512, metadata=_range(64, 65536))
+    console_mb: int = field(default=128, metadata=_range(32, 65536))
+    # RLIMIT_AS (virtual memory) = this factor x the RSS budget; virtual size is several
+    # times RSS (thread stacks, mapped libraries), so a tight cap breaks thread creation
+    address_space_factor: float = field(default=4.0, metadata=_range(0.0, 64.0))
+    over_limit_s: float = field(default=2.0, metadata=_range(0.0, 600.0))
+
+    def rss_mb(self, role: str) -> int:
+        return int(getattr(self, f"{role}_mb"))
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,7 @@ class Config:
     vad: VadConfig = field(default_factory=VadConfig)
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: Path | None = None
 
     def replace(self, section: str, **changes: Any) -> Config:
@@ -177,6 +205,8 @@ def _absolute(path: Path, base_dir: Path) -> Path:
 
 
 def _check_cross_fields(cfg: Config) -> None:
+    if cfg.engine.max_read_ahead_s <= cfg.transcription.max_chunk_s:
+        raise ConfigError("'engine.max_read_ahead_s' must exceed 'transcription.max_chunk_s'")
     d = cfg.diarization
     if d.min_speakers and d.max_speakers and d.min_speakers > d.max_speakers:
         raise ConfigError("'diarization.min_speakers' must not exceed 'diarization.max_speakers'")
@@ -204,6 +234,6 @@ def load_config(path: Path | None = None) -> Config:
 
 
 __all__ = [
-    "Config", "ConfigError", "DiarizationConfig", "EngineConfig", "PathsConfig",
+    "Config", "ConfigError", "DiarizationConfig", "EngineConfig", "LimitsConfig", "PathsConfig",
     "TranscriptionConfig", "VadConfig", "load_config", "parse_config",
 ]

@@ -6,13 +6,17 @@ one `match` on the class; no stringly-typed dicts travel between processes.
 Times are seconds from the start of a stream; audio inside the engine is 16 kHz mono float32.
 Audio carries sample offsets so a supervisor can tell exactly which audio a worker has
 finished (its acknowledged offset) and re-send the rest to a successor.
+
+Re-sending uses per-stream epochs: a StreamStart with a higher epoch resets a consumer's
+state for that stream to `start_sample`, and chunks of older epochs are dropped. Capture is
+the only producer of a consumer's inbox, so queue order makes this race-free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,8 +31,22 @@ class WorkerState(StrEnum):
     LOADING = "loading"
     READY = "ready"
     BUSY = "busy"
+    RESTARTING = "restarting"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+FaultKind = Literal["crash", "kill", "hang", "leak", "raise"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("crash", "kill", "hang", "leak", "raise")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault to inject into a worker `after_s` seconds after its first input."""
+
+    role: Role
+    kind: FaultKind
+    after_s: float
 
 
 # ---------------------------------------------------------------- transcript data
@@ -73,6 +91,10 @@ class OpenFile:
     path: str
     realtime: bool = False
     language: str | None = None  # overrides transcription.language for this stream
+    # set when a restarted capture worker takes over a stream: per consumer role, the
+    # (epoch, sample offset) to resume from
+    resume: tuple[tuple[Role, int, int], ...] = ()
+    catch_up_samples: int = 0  # resumed: read this much without real-time pacing
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,8 @@ class StreamStart:
 
     stream_id: int
     language: str | None = None
+    epoch: int = 0
+    start_sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,7 @@ class AudioChunk:
     seq: int
     start_sample: int
     samples: np.ndarray = field(repr=False)
+    epoch: int = 0
 
     @property
     def end_sample(self) -> int:
@@ -99,6 +124,35 @@ class AudioChunk:
 class EndOfStream:
     stream_id: int
     total_samples: int
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Acked:
+    """To capture: `role` has published results up to `upto_sample` of a stream."""
+
+    role: Role
+    stream_id: int
+    upto_sample: int
+
+
+@dataclass(frozen=True)
+class Resend:
+    """To capture: a successor of `role` needs every open stream again from its ack point."""
+
+    role: Role
+    acks: tuple[tuple[int, int], ...]  # (stream_id, upto_sample) as the supervisor knows them
+
+
+@dataclass(frozen=True)
+class Attach:
+    """A fresh channel end replacing a broken one (a peer was restarted).
+
+    To capture: the Sender for consumer `role`; to a consumer: the Receiver of its audio.
+    """
+
+    role: Role
+    end: Any
 
 
 @dataclass(frozen=True)
@@ -106,7 +160,8 @@ class Shutdown:
     """Finish nothing more; exit the worker loop."""
 
 
-WorkerInput = OpenFile | StreamStart | AudioChunk | EndOfStream | Shutdown
+WorkerInput = (OpenFile | StreamStart | AudioChunk | EndOfStream | Acked | Resend | Attach
+               | Shutdown)
 
 
 # ---------------------------------------------------------------- events to the engine
@@ -135,6 +190,7 @@ class StreamError:
 class TranscriptResult:
     stream_id: int
     segments: tuple[Segment, ...]
+    from_sample: int
     upto_sample: int  # all audio before this offset is transcribed (the worker's ack)
     final: bool
     work_s: float
@@ -159,6 +215,8 @@ class WorkerStatus:
     detail: str = ""
     model: str = ""  # model and quantization level in use, once loaded
     load_s: float = 0.0
+    retry_in: float = 0.0  # with RESTARTING: seconds until the successor starts
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,6 +229,7 @@ class Heartbeat:
     queue_depth: int
     items_done: int
     state: WorkerState
+    fed_s: float = 0.0  # capture: audio seconds sent downstream in the current stream
 
 
 @dataclass(frozen=True)
@@ -182,9 +241,43 @@ class WorkerError:
     message: str
     fatal: bool
     stream_id: int | None = None
+    retry: bool = True  # False: restarting cannot help (e.g. a model file fails its hash)
+
+
+@dataclass(frozen=True)
+class FaultDue:
+    """From a worker: its injected `kill` fault is due; the supervisor sends SIGKILL."""
+
+    role: Role
+    pid: int
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    """The supervisor's view of one worker, published every heartbeat interval."""
+
+    role: Role
+    state: WorkerState
+    pid: int
+    rss_bytes: int
+    rss_limit_bytes: int
+    heartbeat_age_s: float
+    restarts: int
+    crashes: int
+    memory_violations: int
+    hangs: int
+    processing_ratio: float | None  # work time / audio time, rolling over the last 10 items
+    items_done: int
+    model: str
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    workers: tuple[WorkerMetrics, ...]
+    lag_s: float  # audio fed to the engine minus audio transcribed, current stream
 
 
 EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | DiarizationResult | WorkerStatus | Heartbeat
-    | WorkerError
+    | WorkerError | FaultDue | EngineMetrics
 )

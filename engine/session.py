@@ -16,7 +16,6 @@ import psutil
 from engine.messages import (
     DiarizationResult,
     EngineEvent,
-    Heartbeat,
     Segment,
     SpeakerTurn,
     StreamError,
@@ -57,6 +56,7 @@ class _Job:
     transcribed: bool = False
     diarized: bool = False
     failed: bool = False
+    covered: int = 0  # samples of the stream whose transcription has arrived
 
 
 class FileTranscriber:
@@ -72,6 +72,7 @@ class FileTranscriber:
         self._job: _Job | None = None
         self._diarization_down: str | None = None
         self._last_rss = 0.0
+        self.incidents: list[EngineEvent] = []  # restarts and worker errors, for reports
 
     @property
     def diarizing(self) -> bool:
@@ -149,21 +150,15 @@ class FileTranscriber:
             case WorkerStatus(role=role, state=WorkerState.READY, load_s=load_s, model=model):
                 self.load_s.setdefault(role, load_s)
                 self.models[role] = model
-            case WorkerError(role="diarization", message=msg, fatal=True):
-                self._diarization_down = msg
+            case WorkerStatus(role="diarization", state=WorkerState.FAILED, detail=why):
+                self._diarization_down = why
                 if job is not None:
                     job.result.transcript.warnings.append(
-                        f"diarization unavailable ({msg}); speakers are unknown")
-            case WorkerError(role=role, message=msg, fatal=True):
-                raise EngineFailure(msg if role in msg else f"{role} worker: {msg}")
-            case WorkerError(role="diarization", stream_id=sid, message=msg) if (
-                    job and sid == job.sid):
-                job.turns, job.diarized = None, True
-                job.result.transcript.warnings.append(
-                    f"diarization failed on this file ({msg}); speakers are unknown")
-            case WorkerError(stream_id=sid, message=msg) if job and sid == job.sid:
-                job.result.error = job.result.error or msg
-                job.failed = True
+                        f"diarization unavailable ({why}); speakers are unknown")
+            case WorkerStatus(role=role, state=WorkerState.FAILED, detail=why):
+                raise EngineFailure(why if role in why else f"{role} worker: {why}")
+            case WorkerStatus(state=WorkerState.RESTARTING) | WorkerError():
+                self.incidents.append(ev)
             case StreamOpened(stream_id=sid, duration_s=dur) if job and sid == job.sid:
                 job.result.audio_s = job.result.transcript.duration_s = dur
             case StreamError(stream_id=sid, message=msg, partial=partial) if job and sid == job.sid:
@@ -172,15 +167,17 @@ class FileTranscriber:
                 if not partial:
                     job.failed = True
             case TranscriptResult(stream_id=sid) if job and sid == job.sid:
-                job.segments.extend(ev.segments)
+                if ev.upto_sample <= job.covered and not ev.final:
+                    return  # a re-sent piece this session already has
+                fresh = [seg for seg in ev.segments if seg.start >= job.covered / 16000 - 0.01]
+                job.segments.extend(fresh)
+                job.covered = max(job.covered, ev.upto_sample)
                 job.result.work_s["transcription"] = (job.result.work_s.get("transcription", 0)
                                                       + ev.work_s)
-                job.transcribed = ev.final
+                job.transcribed = job.transcribed or ev.final
             case DiarizationResult(stream_id=sid) if job and sid == job.sid:
                 job.turns = list(ev.turns)
                 job.result.work_s["diarization"] = ev.work_s
                 job.diarized = ev.final
-            case Heartbeat():
-                pass
             case _:
                 pass

@@ -1,32 +1,54 @@
-"""Owns the worker processes: spawn, route commands, collect events, stop.
+"""Owns the worker processes: spawn, watch, restart, route acknowledgements, stop.
 
-Every worker is started with the `spawn` context and talks only through queues. This
-module is the seam where restarts, backoff and memory watching hook in: it already notices
-a worker that died and reports it as a FAILED status event.
+A worker that exits (any code, a signal, a C++ abort), raises, stops sending heartbeats for
+`heartbeat_timeout`, or stays above its RSS budget is restarted after an exponential backoff
+(2, 4, 8, 16, 30 s by default); more than `max_restarts` within `restart_window_s` marks it
+failed and the engine runs degraded. Results are the acknowledgements: the supervisor passes
+them to capture, which keeps unacknowledged audio and re-sends it to a successor, so a
+restart loses nothing and duplicates nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import queue
 import signal
 import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from multiprocessing.queues import Queue
-from typing import Any
 
+import psutil
+
+from engine.channel import Receiver, Sender, channel, ready
 from engine.config import Config
 from engine.messages import (
+    Acked,
+    Attach,
+    DiarizationResult,
     EngineEvent,
+    EngineMetrics,
+    FaultDue,
+    FaultSpec,
+    Heartbeat,
     OpenFile,
+    Resend,
     Role,
     Shutdown,
+    StreamError,
+    StreamOpened,
+    TranscriptResult,
     WorkerError,
+    WorkerMetrics,
     WorkerState,
     WorkerStatus,
 )
 from engine.workers.base import worker_entry
+
+log = logging.getLogger("transcrevai.engine")
 
 
 def describe_exit(code: int | None) -> str:
@@ -40,75 +62,214 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-class Engine:
-    """The set of worker processes for one console or CLI run."""
+def backoff_delay(n: int, initial: float, cap: float) -> float:
+    """Delay before the (n+1)-th restart within the window: initial * 2**n, capped."""
+    return min(initial * (2 ** n), cap)
 
-    def __init__(self, config: Config, diarization: bool = True) -> None:
+
+@dataclass
+class _Slot:
+    role: Role
+    proc: BaseProcess | None = None
+    state: WorkerState = WorkerState.STARTING
+    model: str = ""
+    started: float = 0.0
+    last_beat: float = 0.0
+    rss: int = 0
+    over_since: float | None = None
+    restart_times: deque[float] = field(default_factory=deque)
+    restarts: int = 0
+    crashes: int = 0
+    memory_violations: int = 0
+    hangs: int = 0
+    restart_at: float | None = None
+    kill_reason: str | None = None
+    last_error: str = ""
+    no_retry: bool = False
+    items_done: int = 0
+    ratios: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+    fault: FaultSpec | None = None
+    control: Sender | None = None  # supervisor -> worker
+    events: Receiver | None = None  # worker -> supervisor
+    audio: Sender | None = None  # consumers: capture -> this worker (the supervisor's copy)
+    audio_given: bool = False  # that channel was handed to a capture worker
+
+    @property
+    def pid(self) -> int:
+        return (self.proc.pid or 0) if self.proc is not None else 0
+
+    def ratio(self) -> float | None:
+        return sum(self.ratios) / len(self.ratios) if self.ratios else None
+
+
+class Engine:
+    """The set of supervised worker processes for one console or CLI run."""
+
+    def __init__(self, config: Config, diarization: bool = True,
+                 faults: Sequence[FaultSpec] = ()) -> None:
         self.config = config
         self.roles: list[Role] = ["capture", "transcription"]
         if diarization:
             self.roles.append("diarization")
+        self.consumers: list[Role] = [r for r in self.roles if r != "capture"]
         self._ctx = mp.get_context("spawn")
-        self.events: Queue[Any] = self._ctx.Queue()
-        self.inboxes: dict[Role, Queue[Any]] = {r: self._ctx.Queue() for r in self.roles}
-        self.procs: dict[Role, BaseProcess] = {}
-        self.status: dict[Role, WorkerStatus] = {}
+        self.slots: dict[Role, _Slot] = {r: _Slot(r) for r in self.roles}
+        for spec in faults:
+            if spec.role in self.slots:
+                self.slots[spec.role].fault = spec
+        self.streams: dict[int, OpenFile] = {}
+        self.acks: dict[Role, dict[int, int]] = {r: {} for r in self.consumers}
+        self.epochs: dict[Role, dict[int, int]] = {r: {} for r in self.consumers}
+        self.finished: dict[Role, set[int]] = {r: set() for r in self.consumers}
+        self.fed_s = 0.0
+        self._pending_open: dict[int, OpenFile] = {}
         self._next_stream = 0
         self._stopped = False
+        self._last_rss = 0.0
+        self._last_metrics = 0.0
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Start every worker; they load their models in parallel."""
         # fewer malloc arenas keep worker RSS close to what it really uses
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-        for role in self.roles:
-            self._spawn(role)
+        self._start_resource_tracker()
+        for role in self.consumers:
+            self._spawn(self.slots[role])
+        self._spawn(self.slots["capture"])
 
-    def _spawn(self, role: Role) -> None:
-        proc = self._ctx.Process(target=worker_entry, name=f"transcrevai-{role}", daemon=True,
-                                 args=(role, self.config, self.inboxes, self.events, os.getpid()))
+    def _start_resource_tracker(self) -> None:
+        """Start multiprocessing's resource tracker with its stderr in the engine log.
+
+        A killed worker cannot unregister semaphores its libraries made (tqdm does), and the
+        tracker would warn about them on the user's terminal at exit.
+        """
+        from multiprocessing import resource_tracker
+
+        log_dir = self.config.paths.log_dir
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(log_dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            fd = os.open(os.devnull, os.O_WRONLY)
+        saved = os.dup(2)
+        try:
+            os.dup2(fd, 2)
+            resource_tracker.ensure_running()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(fd)
+
+    def _spawn(self, slot: _Slot) -> None:
+        """Start a worker on fresh channels (a dead peer may have left old ones broken)."""
+        fault, slot.fault = slot.fault, None  # an injected fault hits the first incarnation only
+        ctl_rx, ctl_tx = channel(self._ctx)
+        ev_rx, ev_tx = channel(self._ctx)
+        audio_rx: Receiver | None = None
+        outputs: dict[Role, Sender] = {}
+        if slot.role == "capture":
+            for role in self.consumers:  # a capture that died may have left a channel broken
+                consumer = self.slots[role]
+                fresh = consumer.audio is not None and not consumer.audio_given
+                outputs[role] = (consumer.audio if fresh and consumer.audio is not None
+                                 else self._new_audio_channel(consumer))
+                consumer.audio_given = True
+        else:
+            audio_rx, tx = channel(self._ctx)
+            self._replace_audio(slot, tx)
+        proc = self._ctx.Process(
+            target=worker_entry, name=f"transcrevai-{slot.role}", daemon=True,
+            args=(slot.role, self.config, ctl_rx, audio_rx, outputs, ev_tx, os.getpid(), fault))
         proc.start()
-        self.procs[role] = proc
-        self.status[role] = WorkerStatus(role, proc.pid or 0, WorkerState.STARTING)
+        for end in (ctl_rx, ev_tx, audio_rx):  # the child has its copies now
+            if end is not None:
+                end.conn.close()
+        if slot.control is not None:
+            slot.control.close(timeout=0.0)
+        slot.control, slot.events = ctl_tx, ev_rx
+        now = time.monotonic()
+        slot.proc, slot.state, slot.started, slot.last_beat = proc, WorkerState.STARTING, now, now
+        slot.over_since = slot.kill_reason = slot.restart_at = None
+        slot.last_error = ""
+        if slot.role != "capture":
+            self._give_capture(slot)
+
+    def _new_audio_channel(self, consumer: _Slot) -> Sender:
+        """A fresh capture -> consumer channel; the consumer is told to read from it."""
+        rx, tx = channel(self._ctx)
+        if consumer.control is not None:
+            consumer.control.put(Attach(consumer.role, rx))
+        rx.conn.close()
+        self._replace_audio(consumer, tx)
+        return tx
+
+    @staticmethod
+    def _replace_audio(consumer: _Slot, tx: Sender) -> None:
+        if consumer.audio is not None:
+            consumer.audio.conn.close()
+        consumer.audio, consumer.audio_given = tx, False
+
+    def _give_capture(self, consumer: _Slot) -> None:
+        capture = self.slots.get("capture")
+        if capture is not None and capture.control is not None and consumer.audio is not None:
+            capture.control.put(Attach(consumer.role, consumer.audio))
+            consumer.audio_given = True
+
+    def _send(self, role: Role, msg: object) -> None:
+        control = self.slots[role].control
+        if control is not None:
+            control.put(msg)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Ask workers to finish, then terminate whatever is left within `timeout`."""
         if self._stopped:
             return
         self._stopped = True
-        for inbox in self.inboxes.values():
-            try:
-                inbox.put(Shutdown())
-            except (ValueError, OSError):
-                pass
+        for role in self.roles:
+            self._send(role, Shutdown())
+        procs = [s.proc for s in self.slots.values() if s.proc is not None]
         deadline = time.monotonic() + timeout
-        while any(p.is_alive() for p in self.procs.values()) and time.monotonic() < deadline:
-            # keep pipes moving: a worker cannot exit while its queue feeder is blocked on a
-            # full pipe (events nobody reads, or the inbox of a worker that already died)
-            self._discard(self.events)
-            for role, proc in self.procs.items():
-                if not proc.is_alive():
-                    self._discard(self.inboxes[role])
-            for proc in self.procs.values():
-                proc.join(0.02)
-        for proc in self.procs.values():
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            self._read_events(0.02)  # keep pipes moving so workers can flush and exit
+            for proc in procs:
+                proc.join(0.01)
+        for proc in procs:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(0.5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(0.5)
-        for q in [self.events, *self.inboxes.values()]:
-            q.cancel_join_thread()
-            q.close()
+        for slot in self.slots.values():
+            for end in (slot.control, slot.audio):
+                if end is not None:
+                    end.close(timeout=0.0)
+            if slot.events is not None:
+                slot.events.close()
 
-    @staticmethod
-    def _discard(q: Queue[Any]) -> None:
-        try:
-            while True:
-                q.get_nowait()
-        except (queue.Empty, ValueError, OSError, EOFError):
-            pass
+    def _read_events(self, timeout: float, max_batch: int = 512) -> list[EngineEvent]:
+        receivers = [s.events for s in self.slots.values() if s.events is not None]
+        batch: list[EngineEvent] = []
+        if not receivers:
+            time.sleep(timeout)
+            return batch
+        for rx in ready(receivers, timeout):
+            while len(batch) < max_batch:
+                try:
+                    batch.append(rx.get_nowait())
+                except queue.Empty:
+                    break
+                except (EOFError, OSError):  # that worker is gone; its slot handles the rest
+                    self._drop_events(rx)
+                    break
+        return batch
+
+    def _drop_events(self, rx: Receiver) -> None:
+        for slot in self.slots.values():
+            if slot.events is rx:
+                slot.events = None
+        rx.close()
 
     def __enter__(self) -> Engine:
         self.start()
@@ -121,38 +282,217 @@ class Engine:
     def open_file(self, path: str, realtime: bool = False, language: str | None = None) -> int:
         """Queue a file for reading; returns its stream id."""
         self._next_stream += 1
-        self.inboxes["capture"].put(OpenFile(self._next_stream, str(path), realtime, language))
-        return self._next_stream
+        msg = OpenFile(self._next_stream, str(path), realtime, language)
+        self._pending_open[msg.stream_id] = msg
+        self._send("capture", msg)
+        return msg.stream_id
+
+    def kill(self, role: Role) -> None:
+        """SIGKILL a worker now (fault injection from the supervisor's side)."""
+        slot = self.slots[role]
+        if slot.proc is not None and slot.proc.is_alive():
+            slot.kill_reason = "killed by the supervisor (SIGKILL)"
+            os.kill(slot.pid, signal.SIGKILL)
 
     # -------------------------------------------------------------- events
     def poll(self, timeout: float = 0.1, max_batch: int = 512) -> list[EngineEvent]:
-        """Events that arrived within `timeout` (a batch), plus any worker found dead."""
-        batch: list[EngineEvent] = []
-        try:
-            batch.append(self.events.get(timeout=timeout))
-            while len(batch) < max_batch:
-                batch.append(self.events.get_nowait())
-        except queue.Empty:
-            pass
+        """Events that arrived within `timeout` (a batch), plus the supervisor's own."""
+        batch = self._read_events(timeout, max_batch)
+        extra: list[EngineEvent] = []
         for ev in batch:
-            if isinstance(ev, WorkerStatus):
-                self.status[ev.role] = ev
-        batch.extend(self._check_alive())
-        return batch
+            extra += self._observe(ev)
+        extra += self._supervise(time.monotonic())
+        return batch + extra
 
-    def _check_alive(self) -> list[EngineEvent]:
-        found: list[EngineEvent] = []
-        for role, proc in self.procs.items():
-            st = self.status.get(role)
-            if proc.is_alive() or (st and st.state in (WorkerState.FAILED, WorkerState.STOPPED)):
+    def _observe(self, ev: EngineEvent) -> list[EngineEvent]:
+        now = time.monotonic()
+        match ev:
+            case Heartbeat(role=role):
+                slot = self.slots[role]
+                if slot.proc is not None and ev.pid == slot.pid:
+                    slot.last_beat, slot.items_done = now, ev.items_done
+                    if role == "capture":
+                        self.fed_s = ev.fed_s
+            case WorkerStatus(role=role, state=state):
+                slot = self.slots[role]
+                if ev.pid == slot.pid and slot.state not in (WorkerState.FAILED,):
+                    slot.state = state
+                    slot.last_beat = now
+                    if state == WorkerState.READY:
+                        slot.model = ev.model
+                        if slot.restarts:
+                            log.info("%s worker ready again after restart %d", role,
+                                     slot.restarts)
+            case WorkerError(role=role, message=msg):
+                slot = self.slots[role]
+                slot.last_error = msg
+                slot.no_retry = slot.no_retry or not ev.retry
+                log.warning("%s worker error: %s", role, msg)
+            case FaultDue(role=role, pid=pid):
+                if pid == self.slots[role].pid:
+                    log.warning("injected fault: supervisor sends SIGKILL to %s worker", role)
+                    self.kill(role)
+            case StreamOpened(stream_id=sid):
+                if sid in self._pending_open:
+                    self.streams[sid] = self._pending_open.pop(sid)
+            case StreamError(stream_id=sid, partial=False):
+                self._pending_open.pop(sid, None)
+                self.streams.pop(sid, None)
+            case TranscriptResult(stream_id=sid):
+                return self._acknowledge("transcription", sid, ev.upto_sample, ev.final,
+                                         ev.work_s, ev.audio_s)
+            case DiarizationResult(stream_id=sid):
+                return self._acknowledge("diarization", sid, ev.upto_sample, ev.final,
+                                         ev.work_s, ev.audio_s)
+            case _:
+                pass
+        return []
+
+    def _acknowledge(self, role: Role, sid: int, upto: int, final: bool, work_s: float,
+                     audio_s: float) -> list[EngineEvent]:
+        if role not in self.acks:
+            return []
+        self.acks[role][sid] = max(self.acks[role].get(sid, 0), upto)
+        if audio_s > 0:
+            self.slots[role].ratios.append(work_s / audio_s)
+        if final:
+            self.finished[role].add(sid)
+            if all(sid in self.finished[r] for r in self.consumers):
+                self.streams.pop(sid, None)
+        self._send("capture", Acked(role, sid, upto))
+        return []
+
+    # -------------------------------------------------------------- supervision
+    def _supervise(self, now: float) -> list[EngineEvent]:
+        out: list[EngineEvent] = []
+        check_rss = now - self._last_rss >= 0.25
+        if check_rss:
+            self._last_rss = now
+        for slot in self.slots.values():
+            if slot.state == WorkerState.FAILED:
                 continue
-            why = describe_exit(proc.exitcode)
-            status = WorkerStatus(role, proc.pid or 0, WorkerState.FAILED, why)
-            self.status[role] = status
-            found += [WorkerError(role, proc.pid or 0, f"{role} worker {why}", fatal=True),
-                      status]
-        return found
+            if slot.restart_at is not None:
+                if now >= slot.restart_at:
+                    out += self._restart(slot)
+                continue
+            proc = slot.proc
+            if proc is None:
+                continue
+            if proc.is_alive():
+                if slot.state == WorkerState.STOPPED or slot.kill_reason is not None:
+                    continue  # exiting, or already being killed
+                if now - slot.last_beat > self.config.engine.heartbeat_timeout:
+                    slot.hangs += 1
+                    self._kill_for(slot, f"hung (no heartbeat for "
+                                         f"{now - slot.last_beat:.1f} s)")
+                elif check_rss:
+                    self._watch_rss(slot, now)
+                continue
+            if slot.state == WorkerState.STOPPED and not self._stopped:
+                slot.state = WorkerState.FAILED
+            if self._stopped or slot.state == WorkerState.STOPPED:
+                continue
+            reason = slot.kill_reason or describe_exit(proc.exitcode)
+            if slot.kill_reason is None:
+                slot.crashes += 1
+            if slot.last_error and slot.last_error not in reason:
+                reason = f"{reason}: {slot.last_error}"
+            out += self._failed(slot, now, reason)
+        if now - self._last_metrics >= self.config.engine.heartbeat_interval:
+            self._last_metrics = now
+            out.append(self.metrics(now))
+        return out
 
-    def ready(self) -> bool:
-        return all(s.state in (WorkerState.READY, WorkerState.BUSY)
-                   for s in self.status.values())
+    def _watch_rss(self, slot: _Slot, now: float) -> None:
+        try:
+            slot.rss = psutil.Process(slot.pid).memory_info().rss
+        except psutil.Error:
+            return
+        limit = self.config.limits.rss_mb(slot.role) * 2**20
+        if slot.rss <= limit:
+            slot.over_since = None
+            return
+        slot.over_since = slot.over_since or now
+        if now - slot.over_since >= self.config.limits.over_limit_s:
+            slot.memory_violations += 1
+            self._kill_for(slot, f"over its memory limit ({slot.rss / 2**20:.0f} MB RSS > "
+                                 f"{limit / 2**20:.0f} MB)")
+
+    def _kill_for(self, slot: _Slot, reason: str) -> None:
+        slot.kill_reason = reason
+        log.warning("%s worker %s: killing pid %d", slot.role, reason, slot.pid)
+        try:
+            os.kill(slot.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _failed(self, slot: _Slot, now: float, reason: str) -> list[EngineEvent]:
+        """A worker is gone: schedule its successor, or give up on it."""
+        eng = self.config.engine
+        pid = slot.pid
+        window_start = now - eng.restart_window_s
+        while slot.restart_times and slot.restart_times[0] < window_start:
+            slot.restart_times.popleft()
+        events: list[EngineEvent] = [WorkerError(slot.role, pid, f"{slot.role} worker {reason}",
+                                                 fatal=False)]
+        if slot.no_retry or len(slot.restart_times) >= eng.max_restarts:
+            why = reason if slot.no_retry else (
+                f"{reason}; gave up after {len(slot.restart_times)} restarts within "
+                f"{eng.restart_window_s:g} s")
+            slot.state = WorkerState.FAILED
+            log.error("%s worker failed: %s", slot.role, why)
+            return events + [WorkerStatus(slot.role, pid, WorkerState.FAILED, why,
+                                          restarts=slot.restarts)]
+        delay = backoff_delay(len(slot.restart_times), eng.backoff_initial_s, eng.backoff_max_s)
+        slot.restart_times.append(now)
+        slot.restart_at = now + delay
+        slot.state = WorkerState.RESTARTING
+        log.warning("%s worker %s; restarting in %g s (restart %d of %d allowed)", slot.role,
+                    reason, delay, len(slot.restart_times), eng.max_restarts)
+        return events + [WorkerStatus(slot.role, pid, WorkerState.RESTARTING,
+                                      f"restarting in {delay:g} s: {reason}", retry_in=delay,
+                                      restarts=slot.restarts)]
+
+    def _restart(self, slot: _Slot) -> list[EngineEvent]:
+        slot.restarts += 1
+        self._spawn(slot)
+        if slot.role == "capture":
+            for sid, open_msg in self.streams.items():
+                resume = []
+                for r in self.consumers:
+                    if sid in self.finished[r]:
+                        continue
+                    epoch = self.epochs[r].get(sid, 0) + 1
+                    self.epochs[r][sid] = epoch
+                    resume.append((r, epoch, self.acks[r].get(sid, 0)))
+                fed = int(self.fed_s * 16000) if sid == max(self.streams) else 0
+                self._send("capture", OpenFile(sid, open_msg.path, open_msg.realtime,
+                                               open_msg.language, tuple(resume), fed))
+        else:
+            acks = tuple((sid, self.acks[slot.role].get(sid, 0)) for sid in self.streams
+                         if sid not in self.finished[slot.role])
+            for sid, _ in acks:
+                self.epochs[slot.role][sid] = self.epochs[slot.role].get(sid, 0) + 1
+            self._send("capture", Resend(slot.role, acks))
+        log.info("%s worker restarted (pid %d, restart %d)", slot.role, slot.pid, slot.restarts)
+        return [WorkerStatus(slot.role, slot.pid, WorkerState.STARTING,
+                             f"restart {slot.restarts}", restarts=slot.restarts)]
+
+    # -------------------------------------------------------------- views
+    def metrics(self, now: float | None = None) -> EngineMetrics:
+        now = time.monotonic() if now is None else now
+        workers = tuple(
+            WorkerMetrics(s.role, s.state, s.pid, s.rss,
+                          self.config.limits.rss_mb(s.role) * 2**20, now - s.last_beat,
+                          s.restarts, s.crashes, s.memory_violations, s.hangs, s.ratio(),
+                          s.items_done, s.model)
+            for s in self.slots.values())
+        done_s = max(self.acks.get("transcription", {}).values(), default=0) / 16000
+        return EngineMetrics(workers, max(0.0, self.fed_s - done_s))
+
+    def state(self, role: Role) -> WorkerState:
+        return self.slots[role].state
+
+    @property
+    def procs(self) -> dict[Role, BaseProcess]:
+        return {r: s.proc for r, s in self.slots.items() if s.proc is not None}

@@ -1,9 +1,10 @@
 """The loop every worker process runs; the role-specific part is a Handler.
 
-Shape: set the process title, load the model, announce READY, then
+Shape: set the process title and memory cap, load the model, announce READY, then
 `get -> handle -> publish -> heartbeat` until Shutdown. A daemon thread sends heartbeats with
 the worker's own RSS/CPU and exits the process if the parent disappears, so a killed engine
-never leaves workers behind.
+never leaves workers behind. An exception while handling is reported and ends the process:
+the supervisor restarts it and re-sends what it had not finished.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
-from multiprocessing.queues import Queue
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 import psutil
 
+from engine.channel import Receiver, Sender, ready
 from engine.config import Config
 from engine.messages import (
+    Attach,
     EngineEvent,
+    FaultDue,
+    FaultSpec,
     Heartbeat,
     Role,
     Shutdown,
@@ -44,6 +48,10 @@ class Handler(Protocol):
         """Process one input; yield the events to publish."""
 
 
+class InjectedFault(RuntimeError):
+    """Raised inside a worker by the `raise` fault kind."""
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one line for a user: the message without the traceback."""
     text = " ".join(str(exc).split())
@@ -56,30 +64,90 @@ class _Beat:
     def __init__(self) -> None:
         self.state = WorkerState.STARTING
         self.items_done = 0
+        self.fed_s = 0.0
+        self.silent = False  # the `hang` fault: stop heartbeats and stall
+        self.depth: Callable[[], int] = lambda: 0
 
 
-def _heartbeat_loop(role: Role, beat: _Beat, inbox: Queue[Any], events: Queue[Any],
-                    interval: float, parent_pid: int) -> None:
+def _heartbeat_loop(role: Role, beat: _Beat, events: Sender, interval: float,
+                    parent_pid: int) -> None:
     proc = psutil.Process()
     proc.cpu_percent(None)
     while True:
         time.sleep(interval)
         if os.getppid() != parent_pid:  # parent died: we were re-parented
             os._exit(0)
-        try:
-            depth = inbox.qsize()
-        except NotImplementedError:  # macOS
-            depth = -1
-        try:
-            events.put(Heartbeat(role, os.getpid(), time.time(), proc.memory_info().rss,
-                                 proc.cpu_percent(None), depth, beat.items_done, beat.state))
-        except (ValueError, OSError):  # queue closed during shutdown
+        if beat.silent:
+            continue
+        events.put(Heartbeat(role, os.getpid(), time.time(), proc.memory_info().rss,
+                             proc.cpu_percent(None), beat.depth(), beat.items_done, beat.state,
+                             beat.fed_s))
+
+
+def _limit_address_space(config: Config, role: Role) -> None:
+    """Cap virtual memory well above the RSS budget: a runaway allocation fails cleanly."""
+    factor = config.limits.address_space_factor
+    try:
+        import resource
+    except ImportError:  # non-Unix: the supervisor's RSS watch alone applies
+        return
+    if factor <= 0:
+        return
+    cap = int(config.limits.rss_mb(role) * factor * 2**20)
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ValueError, OSError):
+        pass
+
+
+class _Fault:
+    """Arms an injected fault when the worker gets its first input."""
+
+    def __init__(self, spec: FaultSpec | None, beat: _Beat, events: Sender, role: Role):
+        self.spec, self.beat, self.events, self.role = spec, beat, events, role
+        self.armed = False
+        self.raise_now = False
+        self.leak: list[bytearray] = []
+
+    def arm(self) -> None:
+        if self.spec is None or self.armed:
             return
+        self.armed = True
+        threading.Timer(self.spec.after_s, self._fire).start()
+
+    def _fire(self) -> None:
+        assert self.spec is not None
+        kind = self.spec.kind
+        os.write(2, f"injected fault: {kind}\n".encode())
+        if kind == "crash":
+            os._exit(70)
+        elif kind == "kill":
+            self.events.put(FaultDue(self.role, os.getpid()))
+        elif kind == "hang":
+            self.beat.silent = True
+        elif kind == "raise":
+            self.raise_now = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+        elif kind == "leak":
+            while True:  # grow RSS until the supervisor (or RLIMIT_AS) stops us
+                try:
+                    self.leak.append(bytearray(b"\x01" * (32 << 20)))
+                except MemoryError:
+                    time.sleep(0.1)
+                time.sleep(0.05)
 
 
-def worker_entry(role: Role, config: Config, inboxes: Mapping[Role, Queue[Any]],
-                 events: Queue[Any], parent_pid: int) -> None:
-    """Process target (importable, so it works under the `spawn` start method)."""
+def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver | None,
+                 outputs: Mapping[Role, Sender], events: Sender, parent_pid: int,
+                 fault: FaultSpec | None = None) -> None:
+    """Process target (importable, so it works under the `spawn` start method).
+
+    `control` carries the supervisor's commands, `data` (consumers) the audio from capture,
+    `outputs` (capture) the channels to the consumers, `events` everything to the supervisor.
+    """
     try:
         import setproctitle
 
@@ -88,11 +156,21 @@ def worker_entry(role: Role, config: Config, inboxes: Mapping[Role, Queue[Any]],
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when workers stop
     _redirect_stderr(config, role)
+    _limit_address_space(config, role)
     pid = os.getpid()
-    inbox = inboxes[role]
     beat = _Beat()
+    chunk_bytes = max(1, int(config.engine.chunk_s * 16000 * 4))
+    inputs = [control] + ([data] if data is not None else [])
+    beat.depth = lambda: sum(r.pending_bytes() for r in inputs[1:]) // chunk_bytes
+    injector = _Fault(fault, beat, events, role)
+
+    def _raise_injected(signum: int, frame: object) -> None:
+        if injector.raise_now:
+            raise InjectedFault(f"injected fault in {role} worker")
+
+    signal.signal(signal.SIGUSR1, _raise_injected)
     threading.Thread(target=_heartbeat_loop, name="heartbeat", daemon=True,
-                     args=(role, beat, inbox, events, config.engine.heartbeat_interval,
+                     args=(role, beat, events, config.engine.heartbeat_interval,
                            parent_pid)).start()
 
     beat.state = WorkerState.LOADING
@@ -100,38 +178,74 @@ def worker_entry(role: Role, config: Config, inboxes: Mapping[Role, Queue[Any]],
     t0 = time.perf_counter()
     try:
         module = importlib.import_module(f"engine.workers.{role}")
-        handler: Handler = module.make_handler(config, inboxes)
+        handler: Handler = module.make_handler(config, outputs)
         model = handler.load()
     except Exception as exc:  # a worker that cannot load reports why and exits
+        from engine.models.registry import ModelError
+
         beat.state = WorkerState.FAILED
-        events.put(WorkerError(role, pid, one_line(exc), fatal=True))
-        events.put(WorkerStatus(role, pid, WorkerState.FAILED, one_line(exc)))
-        _drain_and_close(events)
+        traceback.print_exc()
+        events.put(WorkerError(role, pid, one_line(exc), fatal=True,
+                               retry=not isinstance(exc, ModelError)))
+        events.close()
         os._exit(1)
     beat.state = WorkerState.READY
     events.put(WorkerStatus(role, pid, WorkerState.READY, model=model,
                             load_s=time.perf_counter() - t0))
 
-    while True:
-        try:
-            msg = inbox.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        if isinstance(msg, Shutdown):
-            break
-        beat.state = WorkerState.BUSY
-        try:
-            for event in handler.handle(msg):
-                events.put(event)
-        except Exception as exc:
-            traceback.print_exc()
-            events.put(WorkerError(role, pid, one_line(exc), fatal=False,
-                                   stream_id=getattr(msg, "stream_id", None)))
-        beat.items_done += 1
-        beat.state = WorkerState.READY
+    step = getattr(handler, "step", None)  # incremental work between messages (capture)
+    busy = getattr(handler, "busy", lambda: False)
+    msg: object = None
+    try:
+        while True:
+            while beat.silent:  # injected hang: no heartbeats, no progress
+                time.sleep(1.0)
+            waiting = ready(inputs, 0.0 if busy() else 0.5)
+            if not waiting:
+                if step is not None and busy():
+                    beat.state = WorkerState.BUSY
+                    for event in step():
+                        events.put(event)
+                    beat.fed_s = getattr(handler, "fed_s", 0.0)
+                    beat.state = WorkerState.BUSY if busy() else WorkerState.READY
+                continue
+            for receiver in waiting:
+                try:
+                    msg = receiver.get_nowait()
+                except queue.Empty:
+                    continue
+                except EOFError:
+                    if receiver is control:  # the supervisor is gone
+                        raise SystemExit(0) from None
+                    inputs.remove(receiver)  # capture died; a new channel will be attached
+                    continue
+                if isinstance(msg, Shutdown):
+                    raise SystemExit(0)
+                if isinstance(msg, Attach) and isinstance(msg.end, Receiver):
+                    for old in inputs[1:]:
+                        old.close()
+                    inputs[1:] = [msg.end]
+                    continue
+                injector.arm()
+                beat.state = WorkerState.BUSY
+                for event in handler.handle(msg):  # type: ignore[arg-type]
+                    events.put(event)
+                beat.items_done += 1
+                beat.state = WorkerState.BUSY if busy() else WorkerState.READY
+    except SystemExit:
+        pass
+    except Exception as exc:
+        traceback.print_exc()
+        events.put(WorkerError(role, pid, one_line(exc), fatal=True,
+                               stream_id=getattr(msg, "stream_id", None)))
+        events.close()
+        os._exit(1)
     beat.state = WorkerState.STOPPED
     events.put(WorkerStatus(role, pid, WorkerState.STOPPED))
-    _drain_and_close(events)
+    for out in outputs.values():
+        out.close(timeout=1.0)
+    events.close()
+    os._exit(0)
 
 
 def _redirect_stderr(config: Config, role: Role) -> None:
@@ -148,9 +262,3 @@ def _redirect_stderr(config: Config, role: Role) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     os.write(2, f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n".encode())
-
-
-def _drain_and_close(events: Queue[Any]) -> None:
-    """Make sure queued events reach the pipe before the process exits."""
-    events.close()
-    events.join_thread()

@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping
-from multiprocessing.queues import Queue
 from typing import Any
 
-import numpy as np
-
+from engine.channel import Sender
 from engine.config import Config
 from engine.messages import (
     SAMPLE_RATE,
@@ -23,15 +21,17 @@ from engine.messages import (
     EngineEvent,
     Role,
     SpeakerTurn,
+    StreamStart,
     WorkerInput,
 )
 from engine.models.registry import diarization_paths
+from engine.workers.streams import StreamTable
 
 
 class DiarizationHandler:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.streams: dict[int, list[np.ndarray]] = {}
+        self.table = StreamTable()
         self.diarizer: Any = None
 
     def load(self) -> str:
@@ -57,20 +57,30 @@ class DiarizationHandler:
 
     def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
         match msg:
-            case AudioChunk(stream_id=sid, samples=samples):
-                self.streams.setdefault(sid, []).append(samples)
+            case StreamStart():
+                self.table.start(msg)
+            case AudioChunk():
+                st = self.table.get(msg)
+                if st is not None:
+                    st.add(msg)
             case EndOfStream(stream_id=sid, total_samples=total):
-                parts = self.streams.pop(sid, [])
-                audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                st = self.table.get(msg)
+                if st is None:
+                    return
+                audio = st.audio()
+                offset_s = st.start_sample / SAMPLE_RATE
                 t0 = time.perf_counter()
                 turns = self.diarizer(audio, SAMPLE_RATE) if len(audio) else []
+                self.table.close(sid)
+                self.table.published[sid] = total
                 yield DiarizationResult(
-                    sid, tuple(SpeakerTurn(round(t.start, 3), round(t.end, 3), t.speaker)
+                    sid, tuple(SpeakerTurn(round(t.start + offset_s, 3),
+                                           round(t.end + offset_s, 3), t.speaker)
                                for t in turns),
                     total, True, work_s=time.perf_counter() - t0, audio_s=len(audio) / SAMPLE_RATE)
             case _:
                 return
 
 
-def make_handler(config: Config, inboxes: Mapping[Role, Queue[Any]]) -> DiarizationHandler:
+def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> DiarizationHandler:
     return DiarizationHandler(config)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from multiprocessing.queues import Queue
 from typing import Any
 
 import numpy as np
 
+from engine.channel import Sender
 from engine.config import Config
 from engine.messages import (
     SAMPLE_RATE,
@@ -29,29 +28,14 @@ from engine.messages import (
     WorkerInput,
 )
 from engine.models.registry import ModelError, resolve_whisper
-
-
-@dataclass
-class _Stream:
-    start_sample: int = 0  # offset of buffer[0] in the stream
-    language: str | None = None
-    parts: list[np.ndarray] = field(default_factory=list)
-    length: int = 0
-
-    def take(self, n: int) -> np.ndarray:
-        buf = np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
-        head, rest = buf[:n], buf[n:]
-        self.parts = [rest] if len(rest) else []
-        self.length = len(rest)
-        self.start_sample += len(head)
-        return head
+from engine.workers.streams import StreamBuffer, StreamTable
 
 
 class TranscriptionHandler:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.tc = config.transcription
-        self.streams: dict[int, _Stream] = {}
+        self.table = StreamTable()
         self.max_samples = int(self.tc.max_chunk_s * SAMPLE_RATE)
         self.model: Any = None
         self.vad_options: Any = None
@@ -83,30 +67,32 @@ class TranscriptionHandler:
 
     def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
         match msg:
-            case StreamStart(stream_id=sid, language=language):
-                self.streams[sid] = _Stream(language=language)
-            case AudioChunk(stream_id=sid):
-                st = self.streams.setdefault(sid, _Stream(start_sample=msg.start_sample))
-                st.parts.append(msg.samples)
-                st.length += len(msg.samples)
-                # keep one piece of look-ahead so the cut can fall in a silence
+            case StreamStart():
+                self.table.start(msg)
+            case AudioChunk():
+                st = self.table.get(msg)
+                if st is None:
+                    return
+                st.add(msg)
+                # keep some look-ahead so the cut can fall in a silence
                 while st.length >= self.max_samples + SAMPLE_RATE * 5:
-                    yield self._decode(sid, st, self._cut_point(st), final=False)
+                    yield self._decode(msg.stream_id, st, self._cut_point(st), final=False)
             case EndOfStream(stream_id=sid):
-                st = self.streams.pop(sid, _Stream(start_sample=msg.total_samples))
+                st = self.table.get(msg)
+                if st is None:
+                    return
                 while st.length > self.max_samples:
                     yield self._decode(sid, st, self._cut_point(st), final=False)
                 yield self._decode(sid, st, st.length, final=True)
+                self.table.close(sid)
             case _:
                 return
 
-    def _cut_point(self, st: _Stream) -> int:
+    def _cut_point(self, st: StreamBuffer) -> int:
         """Where to end the next piece: the middle of the widest silence near the limit."""
         from faster_whisper.vad import get_speech_timestamps
 
-        if len(st.parts) > 1:  # consolidate once; take() then slices without copying again
-            st.parts = [np.concatenate(st.parts)]
-        window = st.parts[0][: self.max_samples]
+        window = st.audio()[: self.max_samples]
         speech = get_speech_timestamps(window, self.vad_options)
         if not speech:
             return len(window)
@@ -121,13 +107,15 @@ class TranscriptionHandler:
         start, end, _ = max(late, key=lambda g: (g[2] >= SAMPLE_RATE * 0.3, g[2]))
         return max(1, (start + end) // 2)
 
-    def _decode(self, sid: int, st: _Stream, n: int, final: bool) -> TranscriptResult:
+    def _decode(self, sid: int, st: StreamBuffer, n: int, final: bool) -> TranscriptResult:
         offset_s = st.start_sample / SAMPLE_RATE
+        start = st.start_sample
         audio = st.take(n) if n else np.zeros(0, np.float32)
         t0 = time.perf_counter()
         segments = (self._transcribe(audio, offset_s, st.language)
                     if len(audio) >= SAMPLE_RATE // 10 else [])
-        return TranscriptResult(sid, tuple(segments), st.start_sample, final,
+        self.table.published[sid] = st.start_sample
+        return TranscriptResult(sid, tuple(segments), start, st.start_sample, final,
                                 work_s=time.perf_counter() - t0,
                                 audio_s=len(audio) / SAMPLE_RATE)
 
@@ -157,5 +145,5 @@ class TranscriptionHandler:
         return out
 
 
-def make_handler(config: Config, inboxes: Mapping[Role, Queue[Any]]) -> TranscriptionHandler:
+def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> TranscriptionHandler:
     return TranscriptionHandler(config)
