@@ -167,7 +167,7 @@ class FileTranscriber:
                 if not partial:
                     job.failed = True
             case TranscriptResult(stream_id=sid) if job and sid == job.sid:
-                if ev.upto_sample <= job.covered and not ev.final:
+                if job.transcribed or (ev.upto_sample <= job.covered and not ev.final):
                     return  # a re-sent piece this session already has
                 fresh = [seg for seg in ev.segments if seg.start >= job.covered / 16000 - 0.01]
                 job.segments.extend(fresh)
@@ -175,7 +175,7 @@ class FileTranscriber:
                 job.result.work_s["transcription"] = (job.result.work_s.get("transcription", 0)
                                                       + ev.work_s)
                 job.transcribed = job.transcribed or ev.final
-            case DiarizationResult(stream_id=sid) if job and sid == job.sid:
+            case DiarizationResult(stream_id=sid) if job and sid == job.sid and not job.diarized:
                 job.turns = list(ev.turns)
                 job.result.work_s["diarization"] = ev.work_s
                 job.diarized = ev.final

@@ -17,7 +17,7 @@ import queue
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
@@ -106,8 +106,10 @@ class Engine:
     """The set of supervised worker processes for one console or CLI run."""
 
     def __init__(self, config: Config, diarization: bool = True,
-                 faults: Sequence[FaultSpec] = ()) -> None:
+                 faults: Sequence[FaultSpec] = (),
+                 handler_modules: Mapping[Role, str] | None = None) -> None:
         self.config = config
+        self.handler_modules = dict(handler_modules or {})  # tests swap in fake workers
         self.roles: list[Role] = ["capture", "transcription"]
         if diarization:
             self.roles.append("diarization")
@@ -180,7 +182,8 @@ class Engine:
             self._replace_audio(slot, tx)
         proc = self._ctx.Process(
             target=worker_entry, name=f"transcrevai-{slot.role}", daemon=True,
-            args=(slot.role, self.config, ctl_rx, audio_rx, outputs, ev_tx, os.getpid(), fault))
+            args=(slot.role, self.config, ctl_rx, audio_rx, outputs, ev_tx, os.getpid(), fault,
+                  self.handler_modules.get(slot.role)))
         proc.start()
         for end in (ctl_rx, ev_tx, audio_rx):  # the child has its copies now
             if end is not None:

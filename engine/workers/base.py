@@ -142,7 +142,7 @@ class _Fault:
 
 def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver | None,
                  outputs: Mapping[Role, Sender], events: Sender, parent_pid: int,
-                 fault: FaultSpec | None = None) -> None:
+                 fault: FaultSpec | None = None, module_name: str | None = None) -> None:
     """Process target (importable, so it works under the `spawn` start method).
 
     `control` carries the supervisor's commands, `data` (consumers) the audio from capture,
@@ -177,8 +177,10 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
     events.put(WorkerStatus(role, pid, WorkerState.LOADING))
     t0 = time.perf_counter()
     try:
-        module = importlib.import_module(f"engine.workers.{role}")
-        handler: Handler = module.make_handler(config, outputs)
+        # "package.module" or "package.module:factory" (tests use fake workers)
+        name, _, factory = (module_name or f"engine.workers.{role}").partition(":")
+        module = importlib.import_module(name)
+        handler: Handler = getattr(module, factory or "make_handler")(config, outputs)
         model = handler.load()
     except Exception as exc:  # a worker that cannot load reports why and exits
         from engine.models.registry import ModelError
@@ -210,6 +212,8 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
                     beat.state = WorkerState.BUSY if busy() else WorkerState.READY
                 continue
             for receiver in waiting:
+                if receiver not in inputs:  # replaced by an Attach earlier in this batch
+                    continue
                 try:
                     msg = receiver.get_nowait()
                 except queue.Empty:

@@ -71,8 +71,7 @@ class DiarizationHandler:
                 offset_s = st.start_sample / SAMPLE_RATE
                 t0 = time.perf_counter()
                 turns = self.diarizer(audio, SAMPLE_RATE) if len(audio) else []
-                self.table.close(sid)
-                self.table.published[sid] = total
+                self.table.finish(sid, total)
                 yield DiarizationResult(
                     sid, tuple(SpeakerTurn(round(t.start + offset_s, 3),
                                            round(t.end + offset_s, 3), t.speaker)

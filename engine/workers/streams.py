@@ -59,11 +59,12 @@ class StreamTable:
     def __init__(self) -> None:
         self.streams: dict[int, StreamBuffer] = {}
         self.published: dict[int, int] = {}  # stream -> offset up to which results went out
+        self.finished: set[int] = set()  # streams whose final result went out
 
     def start(self, msg: StreamStart) -> StreamBuffer | None:
         old = self.streams.get(msg.stream_id)
-        if old is not None and msg.epoch < old.epoch:
-            return None
+        if msg.stream_id in self.finished or (old is not None and msg.epoch < old.epoch):
+            return None  # a re-send of a stream this process already finished, or stale
         # never redo audio whose results this process already published
         start = max(msg.start_sample, self.published.get(msg.stream_id, 0))
         buf = StreamBuffer(start_sample=start, epoch=msg.epoch, language=msg.language)
@@ -77,5 +78,8 @@ class StreamTable:
             return None
         return buf
 
-    def close(self, stream_id: int) -> None:
+    def finish(self, stream_id: int, upto: int) -> None:
+        """The final result of a stream went out: later re-sends of it are ignored."""
         self.streams.pop(stream_id, None)
+        self.published[stream_id] = upto
+        self.finished.add(stream_id)

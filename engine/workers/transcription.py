@@ -83,8 +83,9 @@ class TranscriptionHandler:
                     return
                 while st.length > self.max_samples:
                     yield self._decode(sid, st, self._cut_point(st), final=False)
-                yield self._decode(sid, st, st.length, final=True)
-                self.table.close(sid)
+                result = self._decode(sid, st, st.length, final=True)
+                self.table.finish(sid, result.upto_sample)
+                yield result
             case _:
                 return
 
@@ -121,6 +122,11 @@ class TranscriptionHandler:
 
     def _transcribe(self, audio: np.ndarray, offset_s: float,
                     language: str | None) -> list[Segment]:
+        import ctranslate2
+
+        # temperature fallback samples: seed by position so a piece decoded again after a
+        # restart gives the same text as the first time
+        ctranslate2.set_random_seed(int(offset_s * 1000) % (2**31))
         tc = self.tc
         language = language or tc.language
         language = None if language == "auto" else language
@@ -136,13 +142,18 @@ class TranscriptionHandler:
             text = s.text.strip()
             if not text:
                 continue
-            words = tuple(Word(round(w.start + offset_s, 3), round(w.end + offset_s, 3),
+            words = tuple(Word(_ms(w.start + offset_s), _ms(w.end + offset_s),
                                w.word.strip(), float(w.probability))
                           for w in (s.words or ()) if w.word.strip())
-            out.append(Segment(round(s.start + offset_s, 3), round(s.end + offset_s, 3), text,
+            out.append(Segment(_ms(s.start + offset_s), _ms(s.end + offset_s), text,
                                words, None, float(s.avg_logprob), float(s.no_speech_prob),
                                info.language))
         return out
+
+
+def _ms(t: float) -> float:
+    """A plain float rounded to the millisecond (exports are exact to the ms)."""
+    return round(float(t), 3)
 
 
 def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> TranscriptionHandler:
