@@ -16,8 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from engine.config import PROJECT_ROOT, Config
-from engine.messages import SpeakerTurn
+from engine.messages import (
+    FAULT_KINDS,
+    ROLES,
+    FaultFired,
+    FaultSpec,
+    SpeakerTurn,
+    WorkerState,
+    WorkerStatus,
+)
 from engine.session import FileTranscriber
 from engine.supervisor import Engine
 
@@ -108,13 +118,17 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
 
     metric = DiarizationErrorRate(collar=0.5, skip_overlap=False)  # collar = total width
     metric_c0 = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    if args.faults:
+        return run_fault_bench(cfg, corpus, clips, args.json)
     rows: list[ClipRow] = []
     diarize = cfg.diarization.enabled
     t_start = time.perf_counter()
+    me = psutil.Process()
     with Engine(cfg, diarization=diarize) as engine:
         runner = FileTranscriber(engine)
         runner.wait_ready()
         load_s = time.perf_counter() - t_start
+        cpu0, wall0 = sum(me.cpu_times()[:2]), time.perf_counter()
         for clip in clips:
             runner.peak_rss_bytes = 0
             # manifest languages look like "pt-BR" or "pt (variety not stated)"
@@ -143,7 +157,16 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
                 res.work_s.get("transcription", 0.0) / audio,
                 None if d_work is None else d_work / audio,
                 runner.peak_rss_bytes / 2**20, res.error))
+        supervisor_cpu = (sum(me.cpu_times()[:2]) - cpu0) / max(1e-9, time.perf_counter() - wall0)
+        workers = {w.role: w for w in engine.metrics().workers}
     report = _pooled(rows, metric, metric_c0, load_s, runner.load_s)
+    report["supervisor_cpu_percent"] = round(100 * supervisor_cpu, 2)
+    report["workers"] = {
+        role: {"processing_ratio": None if w.processing_ratio is None
+               else round(w.processing_ratio, 4), "restarts": w.restarts,
+               "crashes": w.crashes, "memory_violations": w.memory_violations,
+               "hangs": w.hangs, "model": w.model}
+        for role, w in workers.items()}
     if args.json:
         print(json.dumps({"clips": [r.__dict__ for r in rows], "pooled": report}, indent=2,
                          ensure_ascii=False))
@@ -196,8 +219,67 @@ def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
           f"WER synthetic {_pct(p['wer_synthetic'])}%  WER en {_pct(p['wer_en'])}%")
     print(f"pooled: DER (±0.25 s collar) {_pct(p['der'])}%  DER (no collar) {_pct(p['der_c0'])}%")
     print(f"pooled: processing ratio {p['processing_ratio']:.3f}  peak RSS "
-          f"{p['peak_rss_mb']:.0f} MB  model load {p['model_load_s']:.2f} s "
-          f"{p['worker_load_s']}  audio {p['audio_s']:.0f} s")
+          f"{p['peak_rss_mb']:.0f} MB  cold start to all workers ready "
+          f"{p['model_load_s']:.2f} s {p['worker_load_s']}  audio {p['audio_s']:.0f} s")
+    print(f"supervisor CPU {p['supervisor_cpu_percent']:.2f}%  workers: " + "; ".join(
+        f"{role} ratio(last 10) {w['processing_ratio']} restarts {w['restarts']} crashes "
+        f"{w['crashes']} memory {w['memory_violations']} hangs {w['hangs']}"
+        for role, w in p["workers"].items()))
     print("* synthetic clip (reported separately)")
 
 
+
+
+def run_fault_bench(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
+                    as_json: bool) -> int:
+    """Every worker x every fault kind on one clip: detection latency, restarts, same text."""
+    clip = max(clips, key=lambda c: (c.get("n_speakers") or 0, c["duration_s"]))
+    path = str(corpus / clip["file"])
+    lang = re.sub(r"[^a-z].*", "", clip["language"].lower()) or None
+
+    def run(faults: list[FaultSpec]) -> tuple[list[tuple[Any, ...]], FileTranscriber, Engine,
+                                              float, float]:
+        t0 = time.perf_counter()
+        with Engine(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
+            runner = FileTranscriber(engine)
+            ready_s = runner.wait_ready()
+            res = runner.transcribe(path, language=lang)
+            if faults:  # a fault may fire after the work is done: watch until it is seen
+                limit = time.monotonic() + cfg.engine.heartbeat_timeout + \
+                    cfg.limits.over_limit_s + 5
+                while not engine.detections and time.monotonic() < limit:
+                    runner.pump(0.1)
+        lines = [(s.start, s.end, s.speaker, s.text) for s in res.transcript.segments]
+        return lines, runner, engine, ready_s, time.perf_counter() - t0
+
+    clean, _, _, cold_s, clean_wall = run([])
+    after = {"capture": 0.5, "transcription": 1.5, "diarization": 1.0}
+    rows = []
+    for role in ROLES:
+        for kind in FAULT_KINDS:
+            lines, runner, engine, _, wall = run([FaultSpec(role, kind, after[role])])
+            fired = [e.time for e in runner.incidents
+                     if isinstance(e, FaultFired)]
+            seen = [t for r, t in engine.detections if r == role]
+            latency = (seen[0] - fired[0]) if fired and seen else None
+            delays = [e.retry_in for e in runner.incidents if isinstance(e, WorkerStatus)
+                      and e.state == WorkerState.RESTARTING and e.role == role]
+            rows.append({"role": role, "kind": kind, "detected": bool(seen),
+                         "detection_s": None if latency is None else round(latency, 3),
+                         "restarts": engine.slots[role].restarts, "backoff_s": delays,
+                         "same_transcript": lines == clean, "wall_s": round(wall, 2)})
+    if as_json:
+        print(json.dumps({"clip": clip["id"], "cold_start_s": round(cold_s, 2),
+                          "undisturbed_wall_s": round(clean_wall, 2), "faults": rows},
+                         indent=2))
+        return 0
+    print(f"clip {clip['id']}: undisturbed run {clean_wall:.1f} s, cold start {cold_s:.2f} s; "
+          f"heartbeat timeout {cfg.engine.heartbeat_timeout:g} s")
+    print(f"{'worker':14} {'fault':6} {'detected':>8} {'latency s':>9} {'restarts':>8} "
+          f"{'backoff':>8} {'same text':>9} {'wall s':>7}")
+    for r in rows:
+        lat = "-" if r["detection_s"] is None else f"{r['detection_s']:.2f}"
+        print(f"{r['role']:14} {r['kind']:6} {str(r['detected']):>8} {lat:>9} "
+              f"{r['restarts']:>8} {str(r['backoff_s']):>8} {str(r['same_transcript']):>9} "
+              f"{r['wall_s']:7.1f}")
+    return 0 if all(r["same_transcript"] and r["detected"] for r in rows) else 1

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("--clips", help="only clips whose id contains this text")
     b.add_argument("--no-diarization", action="store_true")
+    b.add_argument("--faults", action="store_true",
+                   help="inject every fault kind into every worker; report detection and "
+                        "recovery")
     return parser
 
 

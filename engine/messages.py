@@ -245,6 +245,16 @@ class WorkerError:
 
 
 @dataclass(frozen=True)
+class FaultFired:
+    """From a worker: an injected fault fired at wall-clock `time` (for detection latency)."""
+
+    role: Role
+    pid: int
+    kind: FaultKind
+    time: float
+
+
+@dataclass(frozen=True)
 class FaultDue:
     """From a worker: its injected `kill` fault is due; the supervisor sends SIGKILL."""
 
@@ -279,5 +289,5 @@ class EngineMetrics:
 
 EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | DiarizationResult | WorkerStatus | Heartbeat
-    | WorkerError | FaultDue | EngineMetrics
+    | WorkerError | FaultDue | FaultFired | EngineMetrics
 )

@@ -16,6 +16,7 @@ import psutil
 from engine.messages import (
     DiarizationResult,
     EngineEvent,
+    FaultFired,
     Segment,
     SpeakerTurn,
     StreamError,
@@ -86,7 +87,7 @@ class FileTranscriber:
                       for r in self.engine.roles):
             if time.monotonic() - t0 > limit:
                 raise EngineFailure(f"workers not ready after {limit:.0f} s")
-            self._pump(0.1)
+            self.pump(0.1)
         return time.monotonic() - t0
 
     def transcribe(self, path: str, realtime: bool = False,
@@ -100,7 +101,7 @@ class FileTranscriber:
         t0 = time.perf_counter()
         try:
             while not self._done(job):
-                self._pump(0.1)
+                self.pump(0.1)
         finally:
             self._job = None
         result.wall_s = time.perf_counter() - t0
@@ -123,7 +124,7 @@ class FileTranscriber:
         return job.transcribed and job.diarized
 
     # -------------------------------------------------------------- events
-    def _pump(self, timeout: float) -> None:
+    def pump(self, timeout: float) -> None:
         for ev in self.engine.poll(timeout):
             self._handle(ev)
             if self.on_event is not None:
@@ -157,7 +158,7 @@ class FileTranscriber:
                         f"diarization unavailable ({why}); speakers are unknown")
             case WorkerStatus(role=role, state=WorkerState.FAILED, detail=why):
                 raise EngineFailure(why if role in why else f"{role} worker: {why}")
-            case WorkerStatus(state=WorkerState.RESTARTING) | WorkerError():
+            case WorkerStatus(state=WorkerState.RESTARTING) | WorkerError() | FaultFired():
                 self.incidents.append(ev)
             case StreamOpened(stream_id=sid, duration_s=dur) if job and sid == job.sid:
                 job.result.audio_s = job.result.transcript.duration_s = dur

@@ -125,6 +125,7 @@ class Engine:
         self.finished: dict[Role, set[int]] = {r: set() for r in self.consumers}
         self.fed_s = 0.0
         self._pending_open: dict[int, OpenFile] = {}
+        self.detections: list[tuple[Role, float]] = []  # (role, wall time a failure was seen)
         self._next_stream = 0
         self._stopped = False
         self._last_rss = 0.0
@@ -436,6 +437,7 @@ class Engine:
         window_start = now - eng.restart_window_s
         while slot.restart_times and slot.restart_times[0] < window_start:
             slot.restart_times.popleft()
+        self.detections.append((slot.role, time.time()))
         events: list[EngineEvent] = [WorkerError(slot.role, pid, f"{slot.role} worker {reason}",
                                                  fatal=False)]
         if slot.no_retry or len(slot.restart_times) >= eng.max_restarts:

@@ -102,3 +102,22 @@ def test_stop_ends_every_worker_within_three_seconds(tmp_path: Path) -> None:
     assert time.monotonic() - t0 <= 3.0
     assert not any(p.is_alive() for p in procs)
     assert all(p.exitcode == 0 for p in procs)  # they finished, not killed
+
+
+def test_metrics_report_every_worker(tmp_path: Path) -> None:
+    from engine.messages import EngineMetrics
+
+    cfg = _config(tmp_path, heartbeat_interval=0.2)
+    modules = {r: FAKE for r in ("capture", "transcription", "diarization")}
+    with Engine(cfg, diarization=True, handler_modules=modules) as engine:
+        seen = _run_until(engine, lambda s: sum(isinstance(e, EngineMetrics) for _, e in s) >= 8
+                          and all(sl.rss > 0 for sl in engine.slots.values()), 30)
+        last = [e for _, e in seen if isinstance(e, EngineMetrics)][-1]
+        by_role = {w.role: w for w in last.workers}
+        assert set(by_role) == {"capture", "transcription", "diarization"}
+        for w in by_role.values():
+            assert w.state == WorkerState.READY and w.model == "fake"
+            assert 0 < w.rss_bytes < w.rss_limit_bytes
+            assert w.heartbeat_age_s < cfg.engine.heartbeat_timeout  # beats keep arriving
+            assert (w.restarts, w.crashes, w.memory_violations, w.hangs) == (0, 0, 0, 0)
+        assert by_role["transcription"].rss_limit_bytes == cfg.limits.transcription_mb * 2**20

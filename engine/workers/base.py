@@ -27,6 +27,7 @@ from engine.messages import (
     Attach,
     EngineEvent,
     FaultDue,
+    FaultFired,
     FaultSpec,
     Heartbeat,
     Role,
@@ -122,7 +123,9 @@ class _Fault:
         assert self.spec is not None
         kind = self.spec.kind
         os.write(2, f"injected fault: {kind}\n".encode())
+        self.events.put(FaultFired(self.role, os.getpid(), kind, time.time()))
         if kind == "crash":
+            self.events.close(timeout=1.0)  # let the announcement out first
             os._exit(70)
         elif kind == "kill":
             self.events.put(FaultDue(self.role, os.getpid()))
