@@ -53,9 +53,12 @@ class TranscriptionConfig:
     repetition_penalty: float = field(default=1.0, metadata=_range(1.0, 2.0))
     word_timestamps: bool = True
     initial_prompt: str = ""
+    # cap on tokens per decode, per second of audio (0 = none): real speech stays far below
+    # it, while a repetition loop is cut short instead of running to 448 tokens per try
+    max_tokens_per_s: float = field(default=8.0, metadata=_range(0.0, 100.0))
     allow_download: bool = False
     # Audio is cut into pieces of about this length at silences before decoding.
-    max_chunk_s: float = field(default=60.0, metadata=_range(5.0, 600.0))
+    max_chunk_s: float = field(default=30.0, metadata=_range(5.0, 600.0))
 
 
 @dataclass(frozen=True)

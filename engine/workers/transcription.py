@@ -135,6 +135,8 @@ class TranscriptionHandler:
             condition_on_previous_text=tc.condition_on_previous_text,
             repetition_penalty=tc.repetition_penalty,
             initial_prompt=tc.initial_prompt or None, word_timestamps=tc.word_timestamps,
+            max_new_tokens=(int(min(len(audio) / SAMPLE_RATE, 30.0) * tc.max_tokens_per_s) + 16
+                            if tc.max_tokens_per_s else None),
             vad_filter=self.config.vad.enabled, vad_parameters=self.vad_options,
         )
         out: list[Segment] = []
