@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.audio.source import AudioFileError, probe
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feed audio at real-time pace, like a live microphone")
     # testing aid: ROLE:KIND:AFTER_S, e.g. transcription:kill:2 (also TRANSCREVAI_INJECT_FAULT)
     t.add_argument("--inject-fault", action="append", default=[], help=argparse.SUPPRESS)
+
+    r = sub.add_parser("replay", help="open the console replaying a recording")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--speed", choices=("1", "2", "fast"), default="1",
+                   help="real-time pace (1), twice as fast (2), or as fast as possible")
+    sub.add_parser("live", help="open the console and start recording")
 
     b = sub.add_parser("bench", help="measure WER, DER and speed on a corpus")
     b.add_argument("--corpus", type=Path, help="folder with manifest.json "
@@ -205,7 +211,11 @@ def _log_internal_error(cfg: Config | None) -> Path | None:
         return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+ConsoleRunner = Callable[[Config, argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None) -> int:
+    """Run a command; `console` (given by tui.cli) runs the full-screen console commands."""
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg: Config | None = None
@@ -216,9 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_transcribe(cfg, args)
         if args.command == "bench":
             return cmd_bench(cfg, args)
-        parser.print_help()
-        return EXIT_OK
-    except (ConfigError, UserError) as exc:
+        if getattr(args, "file", None) is not None:
+            probe(args.file)  # a bad file is one line here, before the screen opens
+        if console is None:
+            raise UserError("the console is not part of this entry point; run `transcrevai`")
+        return console(cfg, args)
+    except (ConfigError, UserError, AudioFileError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except EngineFailure as exc:

@@ -95,6 +95,7 @@ class OpenFile:
     # (epoch, sample offset) to resume from
     resume: tuple[tuple[Role, int, int], ...] = ()
     catch_up_samples: int = 0  # resumed: read this much without real-time pacing
+    speed: float = 1.0  # with realtime: audio seconds per wall second
 
 
 @dataclass(frozen=True)

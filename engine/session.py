@@ -64,9 +64,11 @@ class FileTranscriber:
     """Feeds files to an Engine and waits for each transcript."""
 
     def __init__(self, engine: Engine,
-                 on_event: Callable[[EngineEvent], None] | None = None) -> None:
+                 on_event: Callable[[EngineEvent], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
         self.engine = engine
         self.on_event = on_event
+        self.should_stop = should_stop  # checked while waiting (the console quitting)
         self.load_s: dict[str, float] = {}
         self.models: dict[str, str] = {}
         self.peak_rss_bytes = 0
@@ -91,16 +93,16 @@ class FileTranscriber:
         return time.monotonic() - t0
 
     def transcribe(self, path: str, realtime: bool = False,
-                   language: str | None = None) -> FileResult:
+                   language: str | None = None, speed: float = 1.0) -> FileResult:
         """Run one file through the engine; errors of the file are in FileResult.error."""
         result = FileResult(path, Transcript(source=path))
-        job = self._job = _Job(self.engine.open_file(path, realtime, language), result)
+        job = self._job = _Job(self.engine.open_file(path, realtime, language, speed), result)
         if self._diarization_down and "diarization" in self.engine.roles:
             result.transcript.warnings.append(
                 f"diarization unavailable ({self._diarization_down}); speakers are unknown")
         t0 = time.perf_counter()
         try:
-            while not self._done(job):
+            while not self._done(job) and not self.should_stop():
                 self.pump(0.1)
         finally:
             self._job = None

@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -155,11 +156,15 @@ class Engine:
             fd = os.open(log_dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError:
             fd = os.open(os.devnull, os.O_WRONLY)
-        saved = os.dup(2)
+        saved, saved_stream = os.dup(2), sys.stderr
         try:
             os.dup2(fd, 2)
+            # a console (Textual) swaps sys.stderr for an object without a real descriptor;
+            # the tracker hands sys.stderr's descriptor to its process
+            sys.stderr = sys.__stderr__ or saved_stream
             resource_tracker.ensure_running()
         finally:
+            sys.stderr = saved_stream
             os.dup2(saved, 2)
             os.close(saved)
             os.close(fd)
@@ -283,10 +288,11 @@ class Engine:
         self.stop()
 
     # -------------------------------------------------------------- commands
-    def open_file(self, path: str, realtime: bool = False, language: str | None = None) -> int:
+    def open_file(self, path: str, realtime: bool = False, language: str | None = None,
+                  speed: float = 1.0) -> int:
         """Queue a file for reading; returns its stream id."""
         self._next_stream += 1
-        msg = OpenFile(self._next_stream, str(path), realtime, language)
+        msg = OpenFile(self._next_stream, str(path), realtime, language, speed=speed)
         self._pending_open[msg.stream_id] = msg
         self._send("capture", msg)
         return msg.stream_id
@@ -472,7 +478,8 @@ class Engine:
                     resume.append((r, epoch, self.acks[r].get(sid, 0)))
                 fed = int(self.fed_s * 16000) if sid == max(self.streams) else 0
                 self._send("capture", OpenFile(sid, open_msg.path, open_msg.realtime,
-                                               open_msg.language, tuple(resume), fed))
+                                               open_msg.language, tuple(resume), fed,
+                                               open_msg.speed))
         else:
             acks = tuple((sid, self.acks[slot.role].get(sid, 0)) for sid in self.streams
                          if sid not in self.finished[slot.role])

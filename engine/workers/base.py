@@ -256,7 +256,7 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
 
 
 def _redirect_stderr(config: Config, role: Role) -> None:
-    """Send this process's fd 2 (Python tracebacks and C++ library messages) to a log file.
+    """Send this process's fds 1 and 2 (tracebacks, C++ library messages) to a log file.
 
     A user sees one-line errors through events; the details stay in the log.
     """
@@ -267,5 +267,6 @@ def _redirect_stderr(config: Config, role: Role) -> None:
     except OSError:
         fd = os.open(os.devnull, os.O_WRONLY)
     os.dup2(fd, 2)
+    os.dup2(fd, 1)  # nothing a library prints may reach a console's screen
     os.close(fd)
     os.write(2, f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n".encode())

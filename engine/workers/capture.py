@@ -54,6 +54,7 @@ class _Stream:
     info: AudioInfo
     language: str | None
     realtime: bool
+    speed: float
     blocks: Iterator[np.ndarray]
     consumers: dict[Role, _Consumer]
     offset: int = 0
@@ -111,10 +112,10 @@ class CaptureHandler:
         for role, epoch, offset in msg.resume:
             if role in consumers:
                 consumers[role] = _Consumer(role, self.outputs, epoch, offset, offset)
-        st = _Stream(msg.stream_id, info, msg.language, msg.realtime,
+        st = _Stream(msg.stream_id, info, msg.language, msg.realtime, max(msg.speed, 0.01),
                      read_blocks(info, self.block), consumers)
         if msg.resume:  # the previous capture had fed this much already: no pacing before it
-            st.t0 -= msg.catch_up_samples / SAMPLE_RATE
+            st.t0 -= msg.catch_up_samples / SAMPLE_RATE / st.speed
         self.streams[msg.stream_id] = st
         for c in consumers.values():
             c.put(StreamStart(st.sid, st.language, c.epoch, c.skip_below))
@@ -131,7 +132,7 @@ class CaptureHandler:
             time.sleep(0.02)  # backpressure: wait for transcription's acknowledgements
             return
         if st.realtime:  # pace like a microphone: never run ahead of the wall clock
-            ahead = st.offset / SAMPLE_RATE - (time.monotonic() - st.t0)
+            ahead = st.offset / SAMPLE_RATE / st.speed - (time.monotonic() - st.t0)
             if ahead > 0:
                 time.sleep(min(ahead, 0.05))
                 return

@@ -1,0 +1,75 @@
+"""Console snapshots at 80x24 and 120x40, fed a recorded event stream of a real run
+(tests/data/events_*.jsonl, made by tests/record_events.py) with a frozen clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from engine import eventlog
+from engine.config import load_config
+from engine.messages import EngineEvent, WorkerState, WorkerStatus
+from tests.conftest import DATA
+from tui.app import TranscrevApp
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def _events(name: str) -> list[EngineEvent]:
+    return eventlog.loads((DATA / name).read_text())
+
+
+def _app(events: list[EngineEvent]) -> TranscrevApp:
+    return TranscrevApp(load_config(), events=events, clock=lambda: 1000.0)
+
+
+def _until_restarting(events: list[EngineEvent]) -> list[EngineEvent]:
+    for i, ev in enumerate(events):
+        if isinstance(ev, WorkerStatus) and ev.state == WorkerState.RESTARTING:
+            return events[: i + 1]
+    raise AssertionError("the recorded stream has no restart")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_idle(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    assert snap_compare(_app([]), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_replay_with_speakers(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    assert snap_compare(_app(_events("events_dlg.jsonl")), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_worker_restarting(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    events = _until_restarting(_events("events_dlg_restart.jsonl"))
+    assert snap_compare(_app(events), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_per_speaker_panes(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    assert snap_compare(_app(_events("events_dlg.jsonl")), terminal_size=size, press=["p"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    assert snap_compare(_app([]), terminal_size=size, press=["question_mark"])
+
+
+async def test_gauges_toggle_and_speakers_in_state() -> None:
+    app = _app(_events("events_dlg.jsonl"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        gauges = app.query_one("#gauges")
+        assert gauges.display
+        await pilot.press("g")
+        assert not gauges.display
+        await pilot.press("g")
+        assert gauges.display
+        assert len(app.state.speakers) >= 3
+        await pilot.press("p")
+        panes: Any = app.query("#panes TranscriptView")
+        assert len(panes) == len(app.state.speakers)
+        await pilot.press("q")
+    assert app.return_code == 0 or app.return_code is None

@@ -1,0 +1,95 @@
+"""A thread that owns the engine for the console and posts its events in batches.
+
+The app never touches the engine's channels: commands go into a thread-local queue, and
+events come back as one message per batch (at most ~20 per second), so a flood of engine
+events costs the UI one refresh, not one per event.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.config import Config
+from engine.messages import EngineEvent, WorkerError
+from engine.session import EngineFailure, FileTranscriber
+from engine.supervisor import Engine
+
+BATCH_S = 0.05
+log = logging.getLogger("transcrevai.console")
+
+
+@dataclass(frozen=True)
+class OpenCommand:
+    path: str
+    realtime: bool
+    language: str | None = None
+    speed: float = 1.0
+
+
+class EngineBridge(threading.Thread):
+    """Runs the engine; `post(batch)` is called with lists of events from this thread."""
+
+    def __init__(self, config: Config, post: Callable[[list[EngineEvent]], None]) -> None:
+        super().__init__(name="engine-bridge", daemon=True)
+        self.config = config
+        self.post = post
+        self.commands: queue.Queue[OpenCommand | None] = queue.Queue()
+        self._batch: list[EngineEvent] = []
+        self._last_post = 0.0
+        self._stop_event = threading.Event()
+
+    def open(self, path: str, realtime: bool = True, language: str | None = None,
+             speed: float = 1.0) -> None:
+        self.commands.put(OpenCommand(path, realtime, language, speed))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.commands.put(None)
+
+    def _collect(self, ev: EngineEvent) -> None:
+        self._batch.append(ev)
+        now = time.monotonic()
+        if now - self._last_post >= BATCH_S:
+            self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.post(batch)
+        self._last_post = now
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # never die silently: the console shows it, the log has it
+            log.exception("engine bridge failed")
+            self.post([WorkerError("capture", 0, f"engine failed: {exc}", fatal=True)])
+
+    def _run(self) -> None:
+        engine = Engine(self.config, diarization=self.config.diarization.enabled)
+        try:
+            engine.start()
+            runner = FileTranscriber(engine, on_event=self._collect,
+                                     should_stop=self._stop_event.is_set)
+            while not self._stop_event.is_set():
+                try:
+                    cmd = self.commands.get(timeout=0.05)
+                except queue.Empty:
+                    cmd = None
+                try:
+                    if cmd is not None:
+                        runner.transcribe(cmd.path, realtime=cmd.realtime,
+                                          language=cmd.language, speed=cmd.speed)
+                    else:
+                        runner.pump(0.05)
+                except EngineFailure as exc:
+                    self._collect(WorkerError("transcription", 0, str(exc), fatal=True))
+                self._flush(time.monotonic())
+        finally:
+            engine.stop()
+            self._flush(time.monotonic())

@@ -1,0 +1,31 @@
+"""The `transcrevai` command: the console, plus every headless command of engine.cli."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from engine import cli
+from engine.config import Config
+
+SPEEDS = {"1": 1.0, "2": 2.0, "fast": 0.0}
+
+
+def run_console(cfg: Config, args: argparse.Namespace) -> int:
+    from tui.app import TranscrevApp
+
+    app = TranscrevApp(cfg, replay=getattr(args, "file", None),
+                       speed=SPEEDS[getattr(args, "speed", "1")])
+    if args.command == "live":
+        app.call_after_refresh(app.action_record)
+    app.run()
+    return cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(argv, console=run_console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

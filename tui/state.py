@@ -1,0 +1,156 @@
+"""What the console shows, folded from engine events (no Textual here, so it is unit-testable).
+
+Segments arrive per transcribed piece and speaker turns per diarized stream; speaker labels
+are re-attached whenever either changes, and the user's names for speakers survive that.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from engine.messages import (
+    DiarizationResult,
+    EngineEvent,
+    EngineMetrics,
+    Segment,
+    SpeakerTurn,
+    StreamError,
+    StreamOpened,
+    TranscriptResult,
+    WorkerError,
+    WorkerMetrics,
+    WorkerState,
+    WorkerStatus,
+)
+from engine.transcript import UNKNOWN_SPEAKER, Transcript, assign_speakers
+
+ROLES_SHOWN = ("capture", "transcription", "diarization")
+
+
+@dataclass
+class WorkerView:
+    role: str
+    state: WorkerState = WorkerState.STARTING
+    detail: str = ""
+    model: str = ""
+    rss_bytes: int = 0
+    rss_limit_bytes: int = 0
+    heartbeat_age_s: float = 0.0
+    restarts: int = 0
+    processing_ratio: float | None = None
+    retry_at: float | None = None  # monotonic time of the next restart
+
+    def state_text(self, now: float) -> str:
+        if self.state == WorkerState.RESTARTING and self.retry_at is not None:
+            return f"restarting in {max(0.0, self.retry_at - now):.0f} s"
+        if self.state == WorkerState.FAILED:
+            return f"failed: {self.detail}" if self.detail else "failed"
+        return self.state.value
+
+
+@dataclass
+class ConsoleState:
+    source: str = ""
+    source_kind: str = "idle"  # idle | file | mic
+    duration_s: float = 0.0
+    language: str = "pt"
+    model: str = ""
+    started: float | None = None
+    lag_s: float = 0.0
+    raw_segments: list[Segment] = field(default_factory=list)
+    turns: list[SpeakerTurn] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    workers: dict[str, WorkerView] = field(
+        default_factory=lambda: {r: WorkerView(r) for r in ROLES_SHOWN})
+    errors: list[str] = field(default_factory=list)
+    finished: bool = False
+    version: int = 0  # bumped when the transcript changes
+
+    def __post_init__(self) -> None:
+        self._labelled: list[Segment] = []
+
+    # ------------------------------------------------------------ events
+    def apply(self, ev: EngineEvent, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        match ev:
+            case StreamOpened(path=path, duration_s=dur):
+                self.source, self.source_kind, self.duration_s = path, "file", dur
+                self.started = now
+            case TranscriptResult(segments=segs):
+                if segs:
+                    self.raw_segments.extend(segs)
+                    self.language = segs[-1].language or self.language
+                    self._relabel()
+            case DiarizationResult(turns=turns):
+                self.turns = list(turns)
+                self._relabel()
+            case StreamError(message=msg):
+                self.errors.append(msg)
+            case WorkerStatus(role=role):
+                w = self.workers.setdefault(role, WorkerView(role))
+                w.state, w.detail = ev.state, ev.detail
+                w.restarts = max(w.restarts, ev.restarts)
+                w.retry_at = now + ev.retry_in if ev.state == WorkerState.RESTARTING else None
+                if ev.model:
+                    w.model = ev.model
+                    if role == "transcription":
+                        self.model = ev.model
+            case WorkerError(message=msg, fatal=True):
+                self.errors.append(msg)
+            case EngineMetrics(workers=workers, lag_s=lag):
+                self.lag_s = lag
+                for m in workers:
+                    self._metrics(m)
+            case _:
+                pass
+
+    def _metrics(self, m: WorkerMetrics) -> None:
+        w = self.workers.setdefault(m.role, WorkerView(m.role))
+        w.rss_bytes, w.rss_limit_bytes = m.rss_bytes, m.rss_limit_bytes
+        w.heartbeat_age_s, w.restarts = m.heartbeat_age_s, m.restarts
+        w.processing_ratio = m.processing_ratio
+        if m.model:
+            w.model = m.model
+        if w.state != WorkerState.RESTARTING:
+            w.state = m.state
+
+    def _relabel(self) -> None:
+        self._labelled = (assign_speakers(self.raw_segments, self.turns) if self.turns
+                          else list(self.raw_segments))
+        self.version += 1
+
+    # ------------------------------------------------------------ views
+    @property
+    def segments(self) -> list[Segment]:
+        return self._labelled
+
+    @property
+    def speakers(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for s in self._labelled:
+            seen.setdefault(s.speaker or UNKNOWN_SPEAKER, None)
+        return list(seen)
+
+    def name(self, label: str | None) -> str:
+        label = label or UNKNOWN_SPEAKER
+        return self.names.get(label, label)
+
+    def rename(self, label: str, name: str) -> None:
+        """Name a speaker everywhere (an empty name restores the label)."""
+        if name.strip():
+            self.names[label] = name.strip()
+        else:
+            self.names.pop(label, None)
+        self.version += 1
+
+    def transcript(self) -> Transcript:
+        """A snapshot for exports."""
+        return Transcript(self.source or "session", self.duration_s, self.language, self.model,
+                          list(self._labelled), list(self.turns), bool(self.turns),
+                          dict(self.names))
+
+    def elapsed_s(self, now: float | None = None) -> float:
+        if self.started is None:
+            return 0.0
+        return (time.monotonic() if now is None else now) - self.started

@@ -1,0 +1,60 @@
+"""One row per worker: state, memory against its limit, heartbeat age, restarts, speed, model."""
+
+from __future__ import annotations
+
+import time
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from tui.state import ConsoleState, WorkerView
+
+BAR = 6
+
+
+def memory_bar(w: WorkerView) -> Text:
+    if not w.rss_limit_bytes:
+        return Text("-", style="dim")
+    frac = min(1.0, w.rss_bytes / w.rss_limit_bytes)
+    filled = round(frac * BAR)
+    style = "red" if frac >= 0.9 else "yellow" if frac >= 0.75 else "green"
+    text = Text("█" * filled, style=style)
+    text.append("░" * (BAR - filled), style="dim")
+    text.append(f" {w.rss_bytes / 2**20:.0f}/{w.rss_limit_bytes / 2**20:.0f}MB")
+    return text
+
+
+def state_text(w: WorkerView, now: float) -> Text:
+    styles = {"ready": "green", "busy": "bold green", "loading": "yellow",
+              "starting": "yellow", "restarting": "bold yellow", "failed": "bold red",
+              "stopped": "dim"}
+    return Text(w.state_text(now), style=styles.get(w.state.value, ""))
+
+
+class Gauges(Static):
+    """Refreshed on a timer by the app, not per engine message."""
+
+    def __init__(self, state: ConsoleState, heartbeat_interval: float,
+                 **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.state = state
+        self.heartbeat_interval = heartbeat_interval
+
+    def sync(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        table = Table(box=None, expand=True, pad_edge=False, show_edge=False)
+        table.add_column("worker", no_wrap=True, style="bold", min_width=13)
+        table.add_column("state", no_wrap=True, min_width=8)
+        table.add_column("memory", no_wrap=True, min_width=18)
+        table.add_column("beat", no_wrap=True, justify="right")
+        table.add_column("rst", no_wrap=True, justify="right")
+        table.add_column("ratio", no_wrap=True, justify="right")
+        table.add_column("model", no_wrap=True, overflow="ellipsis", ratio=1)
+        for w in self.state.workers.values():
+            late = w.heartbeat_age_s > 2 * self.heartbeat_interval
+            beat = Text(f"{w.heartbeat_age_s:.1f}s", style="bold red" if late else "")
+            ratio = "-" if w.processing_ratio is None else f"{w.processing_ratio:.2f}"
+            table.add_row(w.role, state_text(w, now), memory_bar(w), beat, str(w.restarts),
+                          ratio, w.model or "-")
+        self.update(table)

@@ -1,0 +1,27 @@
+"""One line: source, elapsed, lag behind live, language, model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.widgets import Static
+
+from tui.state import ConsoleState
+from tui.widgets.speakers import clock
+
+
+class StatusBar(Static):
+    def __init__(self, state: ConsoleState, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.state = state
+
+    def sync(self, now: float | None = None) -> None:
+        s = self.state
+        now = time.monotonic() if now is None else now
+        source = f"{s.source_kind}: {Path(s.source).name}" if s.source else "idle"
+        parts = [source, f"elapsed {clock(s.elapsed_s(now))}", f"lag {s.lag_s:.1f} s",
+                 f"lang {s.language}", s.model or "model loading…"]
+        if s.errors:
+            parts.append(f"! {s.errors[-1]}")
+        self.update(" │ ".join(parts))

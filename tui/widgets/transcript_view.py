@@ -1,0 +1,72 @@
+"""The conversation: committed segments grouped by speaker turn.
+
+Line-based (RichLog), so hours of text cost no more per update than minutes; new segments
+are appended, and the whole log is redrawn only when speaker labels or names change.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from engine.messages import Segment
+from tui.state import ConsoleState
+from tui.widgets.speakers import clock, speaker_style
+
+
+def render_segment(state: ConsoleState, seg: Segment, first_of_turn: bool,
+                   only: str | None = None) -> Text:
+    speakers = state.speakers
+    label = seg.speaker or "UNKNOWN"
+    colour, marker = speaker_style(speakers.index(label) if label in speakers else -1)
+    line = Text()
+    if first_of_turn:
+        line.append(f"{clock(seg.start)} ", style="dim")
+        if only is None:
+            line.append(f"{marker} {state.name(label)}: ", style=f"bold {colour}")
+    else:
+        line.append(" " * 9, style="dim")
+        if only is None:
+            line.append("  ", style=colour)
+    line.append(seg.text, style=colour if only is None else "")
+    return line
+
+
+_NOBODY = object()  # "no previous line": differs even from an unlabelled speaker (None)
+
+
+class TranscriptView(RichLog):
+    """All speakers, or (with `speaker`) one speaker's lines only."""
+
+    def __init__(self, state: ConsoleState, speaker: str | None = None,
+                 **kwargs: object) -> None:
+        super().__init__(wrap=True, markup=False, auto_scroll=True, min_width=20,
+                         **kwargs)  # type: ignore[arg-type]
+        self.state = state
+        self.speaker = speaker
+        self._version = -1
+        self._shown = 0
+        self._labels: list[str | None] = []
+
+    def sync(self) -> None:
+        """Bring the log up to date with the state (append, or redraw on relabel)."""
+        segs = self.state.segments
+        if self.state.version == self._version:
+            return
+        labels = [s.speaker for s in segs[: self._shown]]
+        if labels != self._labels[: self._shown] or self._shown > len(segs) or \
+                self._names_changed():
+            self.clear()
+            self._shown = 0
+        prev: object = segs[self._shown - 1].speaker if self._shown else _NOBODY
+        for seg in segs[self._shown:]:
+            if self.speaker is None or seg.speaker == self.speaker:
+                self.write(render_segment(self.state, seg, seg.speaker != prev, self.speaker))
+            prev = seg.speaker
+        self._shown = len(segs)
+        self._labels = [s.speaker for s in segs]
+        self._version = self.state.version
+        self._names = dict(self.state.names)
+
+    def _names_changed(self) -> bool:
+        return getattr(self, "_names", {}) != self.state.names
