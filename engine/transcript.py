@@ -18,6 +18,14 @@ _NEAREST_S = 1.0  # a word outside every turn takes the nearest turn within this
 _MIN_RUN_S = 0.4  # a one-word speaker run shorter than this is folded into its neighbour
 
 
+def speaker_order(segments: Sequence[Segment]) -> list[str]:
+    """Speaker labels in order of first appearance."""
+    seen: dict[str, None] = {}
+    for s in segments:
+        seen.setdefault(s.speaker or UNKNOWN_SPEAKER, None)
+    return list(seen)
+
+
 @dataclass
 class Transcript:
     source: str
@@ -32,11 +40,7 @@ class Transcript:
 
     @property
     def speakers(self) -> list[str]:
-        """Speaker labels in order of first appearance in the transcript."""
-        seen: dict[str, None] = {}
-        for s in self.segments:
-            seen.setdefault(s.speaker or UNKNOWN_SPEAKER, None)
-        return list(seen)
+        return speaker_order(self.segments)
 
     def name(self, label: str | None) -> str:
         label = label or UNKNOWN_SPEAKER

@@ -23,7 +23,7 @@ from engine.messages import (
     WorkerState,
     WorkerStatus,
 )
-from engine.transcript import UNKNOWN_SPEAKER, Transcript, assign_speakers
+from engine.transcript import UNKNOWN_SPEAKER, Transcript, assign_speakers, speaker_order
 
 ROLES_SHOWN = ("capture", "transcription", "diarization")
 
@@ -69,6 +69,7 @@ class ConsoleState:
 
     def __post_init__(self) -> None:
         self._labelled: list[Segment] = []
+        self._speakers: list[str] = []
 
     # ------------------------------------------------------------ events
     def apply(self, ev: EngineEvent, now: float | None = None) -> None:
@@ -118,6 +119,7 @@ class ConsoleState:
     def _relabel(self) -> None:
         self._labelled = (assign_speakers(self.raw_segments, self.turns) if self.turns
                           else list(self.raw_segments))
+        self._speakers = speaker_order(self._labelled)
         self.version += 1
 
     # ------------------------------------------------------------ views
@@ -127,10 +129,8 @@ class ConsoleState:
 
     @property
     def speakers(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for s in self._labelled:
-            seen.setdefault(s.speaker or UNKNOWN_SPEAKER, None)
-        return list(seen)
+        """In order of appearance; computed once per relabel (render asks per line)."""
+        return self._speakers
 
     def name(self, label: str | None) -> str:
         label = label or UNKNOWN_SPEAKER
