@@ -74,6 +74,7 @@ class FileTranscriber:
         self.peak_rss_bytes = 0
         self._job: _Job | None = None
         self._diarization_down: str | None = None
+        self._down: dict[str, str] = {}  # required workers that failed for good
         self._last_rss = 0.0
         self.incidents: list[EngineEvent] = []  # restarts and worker errors, for reports
 
@@ -95,6 +96,8 @@ class FileTranscriber:
     def transcribe(self, path: str, realtime: bool = False,
                    language: str | None = None, speed: float = 1.0) -> FileResult:
         """Run one file through the engine; errors of the file are in FileResult.error."""
+        if self._down:
+            raise EngineFailure(next(iter(self._down.values())))
         result = FileResult(path, Transcript(source=path))
         job = self._job = _Job(self.engine.open_file(path, realtime, language, speed), result)
         if self._diarization_down and "diarization" in self.engine.roles:
@@ -159,7 +162,13 @@ class FileTranscriber:
                     job.result.transcript.warnings.append(
                         f"diarization unavailable ({why}); speakers are unknown")
             case WorkerStatus(role=role, state=WorkerState.FAILED, detail=why):
-                raise EngineFailure(why if role in why else f"{role} worker: {why}")
+                msg = why if role in why else f"{role} worker: {why}"
+                self._down[role] = msg
+                if job is None:
+                    raise EngineFailure(msg)
+                # keep what was transcribed so far: the file ends here, partially
+                job.result.error = job.result.error or f"stopped part-way: {msg}"
+                job.transcribed = job.diarized = True
             case WorkerStatus(state=WorkerState.RESTARTING) | WorkerError() | FaultFired():
                 self.incidents.append(ev)
             case StreamOpened(stream_id=sid, duration_s=dur) if job and sid == job.sid:

@@ -155,3 +155,22 @@ def test_pkill_of_transcription_during_realtime_replay_is_survived(
     from engine.export import from_json
 
     assert _lines(from_json(out.read_text())) == undisturbed
+
+
+def test_transcription_failing_for_good_keeps_the_text_so_far(tmp_path: Path) -> None:
+    """A worker that crashes at every start: the file ends early with what was transcribed,
+    an error, and the next file is refused at once."""
+    cfg = _config(tmp_path).replace("engine", backoff_initial_s=0.1, max_restarts=0)
+    cfg = cfg.replace("transcription", max_chunk_s=5.0)  # publish every few seconds
+    with Engine(cfg, faults=[FaultSpec("transcription", "crash", 14.0)]) as engine:
+        runner = FileTranscriber(engine)
+        runner.wait_ready()
+        result = runner.transcribe(str(clip_path(CLIP)), realtime=True)
+        assert result.error and "stopped part-way" in result.error
+        segments = result.transcript.segments
+        assert segments  # text published before the crash is kept
+        assert all(s.end <= 16.0 for s in segments)  # and nothing after it was invented
+        from engine.session import EngineFailure
+
+        with pytest.raises(EngineFailure, match="transcription"):
+            runner.transcribe(str(clip_path(CLIP)))
