@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -17,13 +18,25 @@ from textual.message import Message
 from textual.widgets import Footer
 
 from engine.config import Config
-from engine.messages import EngineEvent
+from engine.export import FORMATS, render
+from engine.messages import (
+    EngineEvent,
+    StreamError,
+    WorkerError,
+    WorkerState,
+    WorkerStatus,
+)
 from tui.bridge import EngineBridge
+from tui.screens.ask import AskScreen
+from tui.screens.choose import ChooseScreen
 from tui.screens.help import HelpScreen
 from tui.state import ConsoleState
 from tui.widgets.gauges import Gauges
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.transcript_view import TranscriptView
+
+LANGUAGES = (("pt", "Português (pt)"), ("auto", "Detect automatically"), ("en", "English"),
+             ("es", "Español"), ("fr", "Français"), ("it", "Italiano"), ("de", "Deutsch"))
 
 
 class EngineEvents(Message):
@@ -64,6 +77,8 @@ class TranscrevApp(App[None]):
         self.speed = speed  # 0: as fast as the engine goes
         self.recorded = list(events) if events is not None else None
         self.bridge: EngineBridge | None = None
+        self.language = config.transcription.language  # for the next recording opened
+        self.exported: list[Path] = []
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.state, id="status")
@@ -81,7 +96,8 @@ class TranscrevApp(App[None]):
             self.bridge = EngineBridge(self.config, self._post_from_thread)
             self.bridge.start()
             if self.replay:
-                self.bridge.open(self.replay, realtime=self.speed > 0, speed=self.speed or 1.0)
+                self.bridge.open(self.replay, realtime=self.speed > 0, speed=self.speed or 1.0,
+                                 language=self.language)
         self.refresh_gauges()
 
     def _post_from_thread(self, batch: list[EngineEvent]) -> None:
@@ -95,10 +111,30 @@ class TranscrevApp(App[None]):
         now = self.clock()
         for ev in events:
             self.state.apply(ev, now)
+            self._notify_problem(ev)
         if self.state.version != version:
-            self.query_one("#transcript", TranscriptView).sync()
-            for pane in self.query("#panes TranscriptView").results(TranscriptView):
-                pane.sync()
+            self._sync_transcript()
+
+    def _sync_transcript(self) -> None:
+        self.query_one("#transcript", TranscriptView).sync()
+        for pane in self.query("#panes TranscriptView").results(TranscriptView):
+            pane.sync()
+            if pane.speaker is not None:
+                pane.border_title = self.state.name(pane.speaker)
+
+    def _notify_problem(self, ev: EngineEvent) -> None:
+        """Engine errors as one-line notifications; the console itself carries on."""
+        match ev:
+            case WorkerStatus(state=WorkerState.FAILED, detail=why):
+                self.notify(why, title=f"{ev.role} failed", severity="error", timeout=10)
+            case WorkerStatus(state=WorkerState.RESTARTING, detail=why):
+                self.notify(why, title=f"{ev.role} worker", severity="warning")
+            case StreamError(message=msg):
+                self.notify(msg, severity="error", timeout=10)
+            case WorkerError(message=msg, fatal=True, pid=0):  # raised by the bridge
+                self.notify(msg, severity="error", timeout=10)
+            case _:
+                pass
 
     def refresh_gauges(self) -> None:
         now = self.clock()
@@ -145,17 +181,63 @@ class TranscrevApp(App[None]):
                     severity="warning")
 
     def action_export(self) -> None:
-        self.notify("Export from the console is not available yet; use transcrevai "
-                    "transcribe --format.", severity="warning")
+        if not self.state.segments:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        options = [(fmt, label) for fmt, label in zip(FORMATS, (
+            "TXT — speaker paragraphs", "SRT subtitles", "WebVTT subtitles",
+            "JSON — segments and words", "RTTM — speaker turns"), strict=True)]
+        self.push_screen(ChooseScreen("Export as", options), self._export)
+
+    def _export(self, fmt: str | None) -> None:
+        if fmt is None:
+            return
+        source = Path(self.state.source or "session")
+        target = source.with_suffix(f".{fmt}")
+        try:
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text(render(self.state.transcript(), fmt), encoding="utf-8")
+            tmp.replace(target)
+        except OSError as exc:
+            self.notify(f"cannot write {target}: {exc.strerror or exc}", severity="error")
+            return
+        self.exported.append(target)
+        self.notify(f"wrote {target}", title="Export")
 
     def action_rename(self) -> None:
-        self.notify("Renaming speakers is not available yet.", severity="warning")
+        speakers = self.state.speakers
+        if not speakers:
+            self.notify("No speakers yet.", severity="warning")
+            return
+        options = [(label, f"{self.state.name(label)}" + (f"  ({label})" if
+                   self.state.name(label) != label else "")) for label in speakers]
+        self.push_screen(ChooseScreen("Rename which speaker?", options), self._ask_name)
+
+    def _ask_name(self, label: str | None) -> None:
+        if label is None:
+            return
+
+        def apply(name: str | None) -> None:
+            if name is not None:
+                self.state.rename(label, name)
+                self._sync_transcript()
+
+        self.push_screen(AskScreen(f"New name for {self.state.name(label)}",
+                                   self.state.name(label)), apply)
 
     def action_search(self) -> None:
         self.notify("Search is not available yet.", severity="warning")
 
     def action_language(self) -> None:
-        self.notify(f"Language: {self.state.language}", severity="information")
+        options = [(code, label) for code, label in LANGUAGES]
+        self.push_screen(ChooseScreen("Language of the next recording", options),
+                         self._set_language)
+
+    def _set_language(self, code: str | None) -> None:
+        if code is not None:
+            self.language = code
+            self.state.language = code
+            self.refresh_gauges()
 
     def action_quit_console(self) -> None:
         self.exit()

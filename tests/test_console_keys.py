@@ -1,0 +1,93 @@
+"""Pilot tests: each console key changes what it should, on screen and on disk.
+
+Fed the recorded event stream of a real run (tests/data/events_dlg.jsonl)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from textual.widgets import Input
+
+from engine import eventlog
+from engine.config import load_config
+from engine.messages import EngineEvent, StreamError, StreamOpened
+from tests.conftest import DATA
+from tests.formats import parse_srt
+from tui.app import EngineEvents, TranscrevApp
+from tui.screens.choose import ChooseScreen
+from tui.screens.help import HelpScreen
+from tui.widgets.transcript_view import TranscriptView
+
+
+def _events(source: Path) -> list[EngineEvent]:
+    events = eventlog.loads((DATA / "events_dlg.jsonl").read_text())
+    return [dataclasses.replace(e, path=str(source)) if isinstance(e, StreamOpened) else e
+            for e in events]
+
+
+def _app(tmp_path: Path) -> TranscrevApp:
+    return TranscrevApp(load_config(), events=_events(tmp_path / "rec.wav"),
+                        clock=lambda: 1000.0)
+
+
+def _text(view: TranscriptView) -> str:
+    return "\n".join(strip.text for strip in view.lines)
+
+
+async def test_export_writes_the_chosen_format_next_to_the_recording(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("e")
+        assert isinstance(app.screen, ChooseScreen)
+        await pilot.press("down", "enter")  # txt, [srt], vtt, json, rttm
+        await pilot.pause()
+    cues = parse_srt((tmp_path / "rec.srt").read_text())
+    assert len(cues) >= len(app.state.segments)
+    assert cues[0].lines[0].startswith("SPEAKER_00: ")
+
+
+async def test_rename_changes_every_line_and_exports(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one("#transcript", TranscriptView)
+        assert "SPEAKER_00:" in _text(view)
+        await pilot.press("n", "enter")  # the first speaker
+        app.screen.query_one(Input).value = "Ana"
+        await pilot.press("enter")
+        await pilot.pause()
+        text = _text(view)
+        assert "Ana:" in text and "SPEAKER_00:" not in text
+        await pilot.press("e", "enter")  # txt
+        await pilot.pause()
+    assert (tmp_path / "rec.txt").read_text().count("Ana:") == text.count("Ana:")
+
+
+async def test_language_choice_applies_to_the_next_recording(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("l", "down", "down", "enter")  # pt, auto, [en]
+        await pilot.pause(0.3)
+        assert app.language == "en"
+        assert "lang en" in str(app.query_one("#status").render())
+
+
+async def test_help_opens_and_closes(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+    assert app.return_code in (0, None)
+
+
+async def test_engine_errors_become_notifications(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        app.post_message(EngineEvents([StreamError(9, "/x/broken.wav: not a readable audio "
+                                                   "file")]))
+        await pilot.pause(0.3)
+        toasts = [str(t.render()) for t in app.screen.query("Toast")]
+        assert any("broken.wav" in t for t in toasts)
