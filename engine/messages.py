@@ -146,6 +146,13 @@ class Resend:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """To capture: stop (or go on) reading sources; nothing already read is dropped."""
+
+    paused: bool
+
+
+@dataclass(frozen=True)
 class Attach:
     """A fresh channel end replacing a broken one (a peer was restarted).
 
@@ -162,7 +169,7 @@ class Shutdown:
 
 
 WorkerInput = (OpenFile | StreamStart | AudioChunk | EndOfStream | Acked | Resend | Attach
-               | Shutdown)
+               | Pause | Shutdown)
 
 
 # ---------------------------------------------------------------- events to the engine

@@ -36,6 +36,7 @@ from engine.messages import (
     FaultSpec,
     Heartbeat,
     OpenFile,
+    Pause,
     Resend,
     Role,
     Shutdown,
@@ -128,6 +129,7 @@ class Engine:
         self._pending_open: dict[int, OpenFile] = {}
         self.detections: list[tuple[Role, float]] = []  # (role, wall time a failure was seen)
         self._next_stream = 0
+        self.paused = False
         self._stopped = False
         self._last_rss = 0.0
         self._last_metrics = 0.0
@@ -296,6 +298,11 @@ class Engine:
         self._pending_open[msg.stream_id] = msg
         self._send("capture", msg)
         return msg.stream_id
+
+    def pause(self, paused: bool) -> None:
+        """Stop or resume reading sources (a restarted capture inherits the state)."""
+        self.paused = paused
+        self._send("capture", Pause(paused))
 
     def kill(self, role: Role) -> None:
         """SIGKILL a worker now (fault injection from the supervisor's side)."""
@@ -468,6 +475,8 @@ class Engine:
         slot.restarts += 1
         self._spawn(slot)
         if slot.role == "capture":
+            if self.paused:
+                self._send("capture", Pause(True))
             for sid, open_msg in self.streams.items():
                 resume = []
                 for r in self.consumers:

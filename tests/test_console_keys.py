@@ -91,3 +91,29 @@ async def test_engine_errors_become_notifications(tmp_path: Path) -> None:
         await pilot.pause(0.3)
         toasts = [str(t.render()) for t in app.screen.query("Toast")]
         assert any("broken.wav" in t for t in toasts)
+
+
+async def test_open_and_pause_with_the_real_engine(tmp_path: Path) -> None:
+    """Idle console, `o` opens the demo recording (real workers and models), `space` pauses."""
+    import asyncio
+
+    app = TranscrevApp(load_config(), speed=0.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("o")
+        assert isinstance(app.screen, ChooseScreen)
+        await pilot.press("enter")  # recordings/ holds the demo recording
+        for _ in range(600):
+            if app.state.source:
+                break
+            await asyncio.sleep(0.1)
+        assert app.state.source.endswith("demo_ptbr_4spk.wav")
+        await pilot.press("space")
+        assert app.state.paused
+        assert "PAUSED" in str(app.query_one("#status").render())
+        await pilot.press("space")
+        assert not app.state.paused
+        for _ in range(1200):
+            if len(app.state.speakers) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(app.state.segments) >= 3 and len(app.state.speakers) >= 2

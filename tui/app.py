@@ -35,6 +35,8 @@ from tui.widgets.gauges import Gauges
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.transcript_view import TranscriptView
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
+OTHER = "::another-file::"
 LANGUAGES = (("pt", "Português (pt)"), ("auto", "Detect automatically"), ("en", "English"),
              ("es", "Español"), ("fr", "Français"), ("it", "Italiano"), ("de", "Deutsch"))
 
@@ -174,11 +176,37 @@ class TranscrevApp(App[None]):
                     severity="warning")
 
     def action_pause(self) -> None:
-        self.notify("Pause is not available yet.", severity="warning")
+        if self.bridge is None or not self.state.source:
+            self.notify("Nothing is playing.", severity="warning")
+            return
+        self.state.paused = not self.state.paused
+        self.bridge.pause(self.state.paused)
+        self.refresh_gauges()
 
     def action_open(self) -> None:
-        self.notify("Opening recordings from the console is not available yet.",
-                    severity="warning")
+        folder = self.config.paths.recordings_dir
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in AUDIO_SUFFIXES) \
+            if folder.is_dir() else []
+        options = [(str(p), p.name) for p in files] + [(OTHER, "Another file…")]
+        self.push_screen(ChooseScreen(f"Open a recording ({folder})", options), self._open)
+
+    def _open(self, choice: str | None) -> None:
+        if choice == OTHER:
+            self.push_screen(AskScreen("Path of the recording", placeholder="/path/to/file.wav"),
+                             self._open)
+        elif choice:
+            self.open_recording(choice)
+
+    def open_recording(self, path: str) -> None:
+        if self.bridge is None:
+            self.notify("The engine is not running.", severity="error")
+            return
+        if self.state.paused:
+            self.state.paused = False
+            self.bridge.pause(False)
+        self.bridge.open(str(Path(path).expanduser()), realtime=self.speed > 0,
+                         speed=self.speed or 1.0, language=self.language)
+        self.notify(f"opening {Path(path).name}")
 
     def action_export(self) -> None:
         if not self.state.segments:

@@ -42,10 +42,16 @@ class EngineBridge(threading.Thread):
         self._batch: list[EngineEvent] = []
         self._last_post = 0.0
         self._stop_event = threading.Event()
+        self.engine: Engine | None = None
 
     def open(self, path: str, realtime: bool = True, language: str | None = None,
              speed: float = 1.0) -> None:
         self.commands.put(OpenCommand(path, realtime, language, speed))
+
+    def pause(self, paused: bool) -> None:
+        """Thread-safe: the engine's command channel takes messages from any thread."""
+        if self.engine is not None:
+            self.engine.pause(paused)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -71,7 +77,7 @@ class EngineBridge(threading.Thread):
             self.post([WorkerError("capture", 0, f"engine failed: {exc}", fatal=True)])
 
     def _run(self) -> None:
-        engine = Engine(self.config, diarization=self.config.diarization.enabled)
+        engine = self.engine = Engine(self.config, diarization=self.config.diarization.enabled)
         try:
             engine.start()
             runner = FileTranscriber(engine, on_event=self._collect,

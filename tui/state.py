@@ -64,7 +64,8 @@ class ConsoleState:
     workers: dict[str, WorkerView] = field(
         default_factory=lambda: {r: WorkerView(r) for r in ROLES_SHOWN})
     errors: list[str] = field(default_factory=list)
-    finished: bool = False
+    paused: bool = False
+    stream_id: int | None = None
     version: int = 0  # bumped when the transcript changes
 
     def __post_init__(self) -> None:
@@ -75,9 +76,16 @@ class ConsoleState:
     def apply(self, ev: EngineEvent, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         match ev:
-            case StreamOpened(path=path, duration_s=dur):
+            case StreamOpened(stream_id=sid, path=path, duration_s=dur):
+                if sid != self.stream_id:  # a new recording: a new transcript
+                    self.stream_id = sid
+                    self.raw_segments, self.turns, self.names = [], [], {}
+                    self._relabel()
                 self.source, self.source_kind, self.duration_s = path, "file", dur
                 self.started = now
+            case TranscriptResult(stream_id=sid) | DiarizationResult(stream_id=sid) if (
+                    self.stream_id is not None and sid != self.stream_id):
+                pass  # a stream the console is no longer showing
             case TranscriptResult(segments=segs):
                 if segs:
                     self.raw_segments.extend(segs)

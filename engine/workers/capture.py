@@ -26,6 +26,7 @@ from engine.messages import (
     EndOfStream,
     EngineEvent,
     OpenFile,
+    Pause,
     Resend,
     Role,
     StreamError,
@@ -71,6 +72,7 @@ class CaptureHandler:
         self.outputs: dict[Role, Sender] = dict(outputs)
         self.streams: dict[int, _Stream] = {}
         self.fed_s = 0.0
+        self.paused_at: float | None = None
 
     def load(self) -> str:
         return "file reader"
@@ -86,6 +88,13 @@ class CaptureHandler:
                     c = st.consumers[role]
                     c.acked = max(c.acked, upto)
                     self._release(st)
+            case Pause(paused=True):
+                self.paused_at = self.paused_at or time.monotonic()
+            case Pause(paused=False):
+                if self.paused_at is not None:  # real-time pacing picks up where it stopped
+                    for st in self.streams.values():
+                        st.t0 += time.monotonic() - self.paused_at
+                self.paused_at = None
             case Attach(role=role, end=end):
                 old = self.outputs.get(role)
                 self.outputs[role] = end
@@ -126,6 +135,9 @@ class CaptureHandler:
 
     def step(self) -> Iterator[EngineEvent]:
         """Read and send the next block of the oldest stream still being read."""
+        if self.paused_at is not None:
+            time.sleep(0.02)
+            return
         st = next(s for s in self.streams.values() if not s.done_reading)
         lead = st.consumers.get("transcription")
         if lead is not None and st.offset - lead.acked > self.max_ahead:

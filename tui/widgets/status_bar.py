@@ -22,6 +22,8 @@ class StatusBar(Static):
         source = f"{s.source_kind}: {Path(s.source).name}" if s.source else "idle"
         parts = [source, f"elapsed {clock(s.elapsed_s(now))}", f"lag {s.lag_s:.1f} s",
                  f"lang {s.language}", s.model or "model loading…"]
+        if s.paused:
+            parts.insert(0, "PAUSED")
         if s.errors:
             parts.append(f"! {s.errors[-1]}")
         self.update(" │ ".join(parts))
