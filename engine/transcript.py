@@ -7,6 +7,7 @@ is split there (a sentence read across two people is two lines, not one mislabel
 
 from __future__ import annotations
 
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,12 @@ from engine.messages import Segment, SpeakerTurn, Word
 UNKNOWN_SPEAKER = "UNKNOWN"
 _NEAREST_S = 1.0  # a word outside every turn takes the nearest turn within this distance
 _MIN_RUN_S = 0.4  # a one-word speaker run shorter than this is folded into its neighbour
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form for searching Portuguese ("voce" finds "você")."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 def speaker_order(segments: Sequence[Segment]) -> list[str]:

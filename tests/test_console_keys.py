@@ -117,3 +117,30 @@ async def test_open_and_pause_with_the_real_engine(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.1)
         assert len(app.state.segments) >= 3 and len(app.state.speakers) >= 2
+
+
+async def test_search_is_accent_insensitive_and_steps_through_hits(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one("#transcript", TranscriptView)
+        target = next(s for s in app.state.segments if "í" in s.text or "ú" in s.text)
+        word = next(w for w in target.text.split() if "í" in w or "ú" in w).strip(".,")
+        plain = word.replace("í", "i").replace("ú", "u")
+        await pilot.press("slash")
+        app.screen.query_one(Input).value = plain
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.state.matches and app.state.segments[app.state.current_match or 0] == target
+        assert f"/{plain} 1/{len(app.state.matches)}" in str(app.query_one("#status").render())
+        current = [s for s in view.lines if word in s.text][0]
+        assert any("reverse" in str(seg.style) for seg in current if word in seg.text)
+        # stepping wraps around
+        app.state.search("o")  # a letter in every line
+        n = len(app.state.matches)
+        assert n >= 3
+        await pilot.press("right_square_bracket")
+        assert app.state.match_pos == 1
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert app.state.match_pos == n - 1
+        await pilot.press("escape")
+        assert not app.state.query and not app.state.matches

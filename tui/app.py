@@ -59,6 +59,9 @@ class TranscrevApp(App[None]):
         Binding("e", "export", "Export"),
         Binding("n", "rename", "Rename"),
         Binding("slash", "search", "Search"),
+        Binding("right_square_bracket", "next_match", "Next", show=False),
+        Binding("left_square_bracket", "previous_match", "Prev", show=False),
+        Binding("escape", "clear_search", "Clear", show=False),
         Binding("l", "language", "Lang"),
         Binding("g", "toggle_gauges", "Gauges"),
         Binding("p", "toggle_panes", "Speakers"),
@@ -254,7 +257,33 @@ class TranscrevApp(App[None]):
                                    self.state.name(label)), apply)
 
     def action_search(self) -> None:
-        self.notify("Search is not available yet.", severity="warning")
+        self.push_screen(AskScreen("Search the transcript", self.state.query,
+                                   "words (accents optional)"), self._search)
+
+    def _search(self, query: str | None) -> None:
+        if query is None:
+            return
+        found = self.state.search(query)
+        if query.strip() and not found:
+            self.notify(f"'{query.strip()}' not found", severity="warning")
+        self._sync_transcript()
+        self.refresh_gauges()
+
+    def action_next_match(self) -> None:
+        if self.state.step_match(+1) is not None:
+            self._sync_transcript()
+            self.refresh_gauges()
+
+    def action_previous_match(self) -> None:
+        if self.state.step_match(-1) is not None:
+            self._sync_transcript()
+            self.refresh_gauges()
+
+    def action_clear_search(self) -> None:
+        if self.state.query:
+            self.state.search("")
+            self._sync_transcript()
+            self.refresh_gauges()
 
     def action_language(self) -> None:
         options = [(code, label) for code, label in LANGUAGES]

@@ -23,7 +23,13 @@ from engine.messages import (
     WorkerState,
     WorkerStatus,
 )
-from engine.transcript import UNKNOWN_SPEAKER, Transcript, assign_speakers, speaker_order
+from engine.transcript import (
+    UNKNOWN_SPEAKER,
+    Transcript,
+    assign_speakers,
+    fold,
+    speaker_order,
+)
 
 ROLES_SHOWN = ("capture", "transcription", "diarization")
 
@@ -66,6 +72,9 @@ class ConsoleState:
     errors: list[str] = field(default_factory=list)
     paused: bool = False
     stream_id: int | None = None
+    query: str = ""
+    matches: list[int] = field(default_factory=list)  # segment indices
+    match_pos: int = -1
     version: int = 0  # bumped when the transcript changes
 
     def __post_init__(self) -> None:
@@ -128,6 +137,10 @@ class ConsoleState:
         self._labelled = (assign_speakers(self.raw_segments, self.turns) if self.turns
                           else list(self.raw_segments))
         self._speakers = speaker_order(self._labelled)
+        if self.query:  # segment indices move when speakers split segments
+            needle = fold(self.query)
+            self.matches = [i for i, s in enumerate(self._labelled) if needle in fold(s.text)]
+            self.match_pos = min(max(self.match_pos, 0), len(self.matches) - 1)
         self.version += 1
 
     # ------------------------------------------------------------ views
@@ -143,6 +156,28 @@ class ConsoleState:
     def name(self, label: str | None) -> str:
         label = label or UNKNOWN_SPEAKER
         return self.names.get(label, label)
+
+    def search(self, query: str) -> int:
+        """Find segments containing `query` (accent-insensitive); returns how many."""
+        self.query = query.strip()
+        needle = fold(self.query)
+        self.matches = [i for i, s in enumerate(self._labelled)
+                        if needle and needle in fold(s.text)]
+        self.match_pos = 0 if self.matches else -1
+        self.version += 1
+        return len(self.matches)
+
+    def step_match(self, delta: int) -> int | None:
+        """Move to the next (+1) or previous (-1) match; its segment index."""
+        if not self.matches:
+            return None
+        self.match_pos = (self.match_pos + delta) % len(self.matches)
+        self.version += 1
+        return self.matches[self.match_pos]
+
+    @property
+    def current_match(self) -> int | None:
+        return self.matches[self.match_pos] if self.matches else None
 
     def rename(self, label: str, name: str) -> None:
         """Name a speaker everywhere (an empty name restores the label)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -13,8 +14,10 @@ KEYS = (
     ("space", "pause / resume"),
     ("o", "open a recording"),
     ("e", "export the transcript"),
-    ("n", "rename the selected speaker"),
-    ("/", "search (n/N: next/previous)"),
+    ("n", "rename a speaker"),
+    ("/", "search"),
+    ("] [", "next / previous match"),
+    ("esc", "clear the search"),
     ("l", "language"),
     ("g", "show / hide worker gauges"),
     ("p", "per-speaker panes"),
@@ -27,8 +30,12 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
-        lines = "\n".join(f"  {key:>6}  {what}" for key, what in KEYS)
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right", style="bold")
+        table.add_column()
+        for key, what in KEYS:
+            table.add_row(key, what)
         with Vertical(id="help-box"):
             yield Static("TranscrevAI — keys", id="help-title")
-            yield Static(lines, id="help-keys")
+            yield Static(table, id="help-keys")
             yield Static("Esc closes", id="help-foot")

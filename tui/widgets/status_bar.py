@@ -22,6 +22,9 @@ class StatusBar(Static):
         source = f"{s.source_kind}: {Path(s.source).name}" if s.source else "idle"
         parts = [source, f"elapsed {clock(s.elapsed_s(now))}", f"lag {s.lag_s:.1f} s",
                  f"lang {s.language}", s.model or "model loading…"]
+        if s.query:
+            pos = f"{s.match_pos + 1}/{len(s.matches)}" if s.matches else "0/0"
+            parts.insert(0, f"/{s.query} {pos}")
         if s.paused:
             parts.insert(0, "PAUSED")
         if s.errors:

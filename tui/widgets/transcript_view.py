@@ -15,7 +15,8 @@ from tui.widgets.speakers import clock, speaker_style
 
 
 def render_segment(state: ConsoleState, seg: Segment, first_of_turn: bool,
-                   only: str | None = None) -> Text:
+                   only: str | None = None, hit: int = 0) -> Text:
+    """One segment's line; `hit` 1 marks a search match, 2 the current one."""
     speakers = state.speakers
     label = seg.speaker or "UNKNOWN"
     colour, marker = speaker_style(speakers.index(label) if label in speakers else -1)
@@ -28,7 +29,10 @@ def render_segment(state: ConsoleState, seg: Segment, first_of_turn: bool,
         line.append(" " * 9, style="dim")
         if only is None:
             line.append("  ", style=colour)
-    line.append(seg.text, style=colour if only is None else "")
+    style = colour if only is None else ""
+    if hit:
+        style = f"{style} reverse" if hit == 2 else f"{style} underline"
+    line.append(seg.text, style=style.strip())
     return line
 
 
@@ -47,26 +51,40 @@ class TranscriptView(RichLog):
         self._version = -1
         self._shown = 0
         self._labels: list[str | None] = []
+        self._line_of: dict[int, int] = {}  # segment index -> first line in the log
+        self._search: tuple[str, int | None] = ("", None)
 
     def sync(self) -> None:
-        """Bring the log up to date with the state (append, or redraw on relabel)."""
+        """Bring the log up to date with the state (append, or redraw on relabel/search)."""
         segs = self.state.segments
         if self.state.version == self._version:
             return
         labels = [s.speaker for s in segs[: self._shown]]
+        search = (self.state.query, self.state.current_match)
         if labels != self._labels[: self._shown] or self._shown > len(segs) or \
-                self._names_changed():
+                self._names_changed() or search != self._search or self.state.query:
             self.clear()
             self._shown = 0
+            self._line_of = {}
+        hits = set(self.state.matches)
+        current = self.state.current_match
         prev: object = segs[self._shown - 1].speaker if self._shown else _NOBODY
-        for seg in segs[self._shown:]:
+        for i in range(self._shown, len(segs)):
+            seg = segs[i]
             if self.speaker is None or seg.speaker == self.speaker:
-                self.write(render_segment(self.state, seg, seg.speaker != prev, self.speaker))
+                self._line_of[i] = len(self.lines)
+                hit = 2 if i == current else 1 if i in hits else 0
+                self.write(render_segment(self.state, seg, seg.speaker != prev, self.speaker,
+                                          hit))
             prev = seg.speaker
         self._shown = len(segs)
         self._labels = [s.speaker for s in segs]
         self._version = self.state.version
         self._names = dict(self.state.names)
+        self._search = search
+        self.auto_scroll = not self.state.query  # stay on the match while searching
+        if current is not None and current in self._line_of:
+            self.scroll_to(y=max(0, self._line_of[current] - 2), animate=False)
 
     def _names_changed(self) -> bool:
         return getattr(self, "_names", {}) != self.state.names
