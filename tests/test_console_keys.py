@@ -144,3 +144,18 @@ async def test_search_is_accent_insensitive_and_steps_through_hits(tmp_path: Pat
         assert app.state.match_pos == n - 1
         await pilot.press("escape")
         assert not app.state.query and not app.state.matches
+
+
+async def test_quit_asks_while_recording(tmp_path: Path) -> None:
+    from tui.screens.confirm import ConfirmScreen
+
+    app = _app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.state.recording = True  # set by the microphone path when it records
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmScreen) and app.is_running
+        await pilot.press("q", "y")
+        await pilot.pause()
+    assert not app.is_running

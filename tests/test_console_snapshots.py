@@ -73,3 +73,15 @@ async def test_gauges_toggle_and_speakers_in_state() -> None:
         assert len(panes) == len(app.state.speakers)
         await pilot.press("q")
     assert app.return_code == 0 or app.return_code is None
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_export_dialog(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    assert snap_compare(_app(_events("events_dlg.jsonl")), terminal_size=size, press=["e"])
+
+
+def test_replay_without_colour(snap_compare: Callable[..., bool],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR (as over some SSH setups): speakers stay apart by name and marker."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(_app(_events("events_dlg.jsonl")), terminal_size=(80, 24))

@@ -29,6 +29,7 @@ from engine.messages import (
 from tui.bridge import EngineBridge
 from tui.screens.ask import AskScreen
 from tui.screens.choose import ChooseScreen
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.state import ConsoleState
 from tui.widgets.gauges import Gauges
@@ -297,7 +298,15 @@ class TranscrevApp(App[None]):
             self.refresh_gauges()
 
     def action_quit_console(self) -> None:
-        self.exit()
+        if not self.state.recording:
+            self.exit()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.exit()  # the recording on disk is kept: the engine flushes it on stop
+
+        self.push_screen(ConfirmScreen("Recording is in progress. Stop and quit?"), answer)
 
     def on_unmount(self) -> None:
         if self.bridge is not None:

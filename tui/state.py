@@ -71,6 +71,7 @@ class ConsoleState:
         default_factory=lambda: {r: WorkerView(r) for r in ROLES_SHOWN})
     errors: list[str] = field(default_factory=list)
     paused: bool = False
+    recording: bool = False  # a live microphone session is being captured
     stream_id: int | None = None
     query: str = ""
     matches: list[int] = field(default_factory=list)  # segment indices

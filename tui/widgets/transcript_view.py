@@ -15,16 +15,19 @@ from tui.widgets.speakers import clock, speaker_style
 
 
 def render_segment(state: ConsoleState, seg: Segment, first_of_turn: bool,
-                   only: str | None = None, hit: int = 0) -> Text:
-    """One segment's line; `hit` 1 marks a search match, 2 the current one."""
+                   only: str | None = None, hit: int = 0, plain: bool = False) -> Text:
+    """One segment's line; `hit` 1 marks a search match, 2 the current one; `plain` (no
+    colour): speakers differ by name and marker only, text keeps full contrast."""
     speakers = state.speakers
     label = seg.speaker or "UNKNOWN"
     colour, marker = speaker_style(speakers.index(label) if label in speakers else -1)
+    if plain:
+        colour = ""
     line = Text()
     if first_of_turn:
         line.append(f"{clock(seg.start)} ", style="dim")
         if only is None:
-            line.append(f"{marker} {state.name(label)}: ", style=f"bold {colour}")
+            line.append(f"{marker} {state.name(label)}: ", style=f"bold {colour}".strip())
     else:
         line.append(" " * 9, style="dim")
         if only is None:
@@ -75,7 +78,7 @@ class TranscriptView(RichLog):
                 self._line_of[i] = len(self.lines)
                 hit = 2 if i == current else 1 if i in hits else 0
                 self.write(render_segment(self.state, seg, seg.speaker != prev, self.speaker,
-                                          hit))
+                                          hit, plain=self.app.no_color))
             prev = seg.speaker
         self._shown = len(segs)
         self._labels = [s.speaker for s in segs]
