@@ -15,12 +15,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.audio.source import AudioFileError, probe
-from engine.config import Config, ConfigError, load_config
+from engine.config import PROJECT_ROOT, Config, ConfigError, load_config
 from engine.export import FORMATS, render
 from engine.messages import FAULT_KINDS, ROLES, FaultSpec
 from engine.session import EngineFailure, FileResult, FileTranscriber
 from engine.supervisor import Engine
+
+__all__ = ["PROJECT_ROOT", "main", "parse_fault", "setup_logging"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("--clips", help="only clips whose id contains this text")
     b.add_argument("--no-diarization", action="store_true")
+    b.add_argument("--console", action="store_true",
+                   help="first-frame time and key latency of the console")
     b.add_argument("--faults", action="store_true",
                    help="inject every fault kind into every worker; report detection and "
                         "recovery")
@@ -87,6 +90,19 @@ def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
     if getattr(args, "no_diarization", False):
         cfg = cfg.replace("diarization", enabled=False)
     return cfg
+
+
+def check_path(path: str) -> None:
+    """Cheap checks without decoding (the console starts fast; it reports decode errors)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, not an audio file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{p}: permission denied")
+    if p.stat().st_size == 0:
+        raise UserError(f"{p}: empty file")
 
 
 def parse_fault(text: str) -> FaultSpec:
@@ -138,6 +154,8 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
         if args.output.exists() and not args.output.is_dir():
             raise UserError(f"--output {args.output}: must be a folder when several files "
                             "are given")
+    from engine.audio.source import AudioFileError, probe
+
     good: list[str] = []
     status = EXIT_OK
     for f in args.files:
@@ -224,14 +242,14 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
         setup_logging(cfg)
         if args.command == "transcribe":
             return cmd_transcribe(cfg, args)
-        if args.command == "bench":
+        if args.command == "bench" and not args.console:
             return cmd_bench(cfg, args)
         if getattr(args, "file", None) is not None:
-            probe(args.file)  # a bad file is one line here, before the screen opens
+            check_path(args.file)  # one line here, before the screen opens
         if console is None:
             raise UserError("the console is not part of this entry point; run `transcrevai`")
         return console(cfg, args)
-    except (ConfigError, UserError, AudioFileError) as exc:
+    except (ConfigError, UserError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except EngineFailure as exc:

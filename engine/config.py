@@ -89,6 +89,8 @@ class EngineConfig:
     heartbeat_interval: float = field(default=1.0, metadata=_range(0.05, 60.0))
     heartbeat_timeout: float = field(default=5.0, metadata=_range(0.2, 600.0))
     startup_timeout: float = field(default=120.0, metadata=_range(1.0, 3600.0))
+    # workers run below the supervisor/console's priority so keys and heartbeats stay prompt
+    worker_nice: int = field(default=5, metadata=_range(0, 19))
     # restarts: delays backoff_initial_s * 2**n capped at backoff_max_s (2, 4, 8, 16, 30 s);
     # more than max_restarts within restart_window_s marks the worker failed
     backoff_initial_s: float = field(default=2.0, metadata=_range(0.0, 600.0))

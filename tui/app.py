@@ -98,13 +98,16 @@ class TranscrevApp(App[None]):
         self.set_interval(0.25, self.refresh_gauges)
         if self.recorded is not None:
             self._apply(self.recorded)
-        else:
-            self.bridge = EngineBridge(self.config, self._post_from_thread)
-            self.bridge.start()
-            if self.replay:
-                self.bridge.open(self.replay, realtime=self.speed > 0, speed=self.speed or 1.0,
-                                 language=self.language)
+        else:  # spawning workers costs CPU: draw the first frame before that
+            self.call_after_refresh(self._start_engine)
         self.refresh_gauges()
+
+    def _start_engine(self) -> None:
+        self.bridge = EngineBridge(self.config, self._post_from_thread)
+        self.bridge.start()
+        if self.replay:
+            self.bridge.open(self.replay, realtime=self.speed > 0, speed=self.speed or 1.0,
+                             language=self.language)
 
     def _post_from_thread(self, batch: list[EngineEvent]) -> None:
         self.post_message(EngineEvents(batch))

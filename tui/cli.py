@@ -13,6 +13,11 @@ SPEEDS = {"1": 1.0, "2": 2.0, "fast": 0.0}
 
 
 def run_console(cfg: Config, args: argparse.Namespace) -> int:
+    if args.command == "bench":  # bench --console
+        from tui.bench import run_console_bench
+
+        clip = cli.PROJECT_ROOT / "recordings" / "demo_ptbr_4spk.wav"
+        return run_console_bench(cfg, str(clip), args.json)
     from tui.app import TranscrevApp
 
     app = TranscrevApp(cfg, replay=getattr(args, "file", None),

@@ -160,6 +160,8 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when workers stop
     _redirect_stderr(config, role)
     _limit_address_space(config, role)
+    if config.engine.worker_nice:
+        os.nice(config.engine.worker_nice)
     pid = os.getpid()
     beat = _Beat()
     chunk_bytes = max(1, int(config.engine.chunk_s * 16000 * 4))
