@@ -47,9 +47,6 @@ class Sender:
                 self._thread.start()
             self._cv.notify()
 
-    def backlog(self) -> int:
-        return len(self._buf)
-
     def _feed(self) -> None:
         while True:
             with self._cv:
