@@ -165,7 +165,8 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
         role: {"processing_ratio": None if w.processing_ratio is None
                else round(w.processing_ratio, 4), "restarts": w.restarts,
                "crashes": w.crashes, "memory_violations": w.memory_violations,
-               "hangs": w.hangs, "model": w.model}
+               "hangs": w.hangs, "model": w.model,
+               "peak_rss_mb": round(w.peak_rss_bytes / 2**20)}
         for role, w in workers.items()}
     if args.json:
         print(json.dumps({"clips": [r.__dict__ for r in rows], "pooled": report}, indent=2,
@@ -222,7 +223,8 @@ def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
           f"{p['peak_rss_mb']:.0f} MB  cold start to all workers ready "
           f"{p['model_load_s']:.2f} s {p['worker_load_s']}  audio {p['audio_s']:.0f} s")
     print(f"supervisor CPU {p['supervisor_cpu_percent']:.2f}%  workers: " + "; ".join(
-        f"{role} ratio(last 10) {w['processing_ratio']} restarts {w['restarts']} crashes "
+        f"{role} ratio(last 10) {w['processing_ratio']} peak {w['peak_rss_mb']} MB "
+        f"restarts {w['restarts']} crashes "
         f"{w['crashes']} memory {w['memory_violations']} hangs {w['hangs']}"
         for role, w in p["workers"].items()))
     print("* synthetic clip (reported separately)")

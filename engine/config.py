@@ -48,6 +48,8 @@ class TranscriptionConfig:
     temperature: float = field(default=0.0, metadata=_range(0.0, 1.0))
     # retry at higher temperatures when a decode loops (compression ratio) or is unsure
     temperature_fallback: bool = True
+    # candidates sampled per fallback temperature: each one costs decoder memory
+    best_of: int = field(default=2, metadata=_range(1, 10))
     condition_on_previous_text: bool = False
     # > 1 discourages repetition loops, but 1.1 measured 4 points worse pooled WER here
     repetition_penalty: float = field(default=1.0, metadata=_range(1.0, 2.0))

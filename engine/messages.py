@@ -288,6 +288,7 @@ class WorkerMetrics:
     processing_ratio: float | None  # work time / audio time, rolling over the last 10 items
     items_done: int
     model: str
+    peak_rss_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class _Slot:
     started: float = 0.0
     last_beat: float = 0.0
     rss: int = 0
+    peak_rss: int = 0
     over_since: float | None = None
     restart_times: deque[float] = field(default_factory=deque)
     restarts: int = 0
@@ -425,6 +426,7 @@ class Engine:
             slot.rss = psutil.Process(slot.pid).memory_info().rss
         except psutil.Error:
             return
+        slot.peak_rss = max(slot.peak_rss, slot.rss)
         limit = self.config.limits.rss_mb(slot.role) * 2**20
         if slot.rss <= limit:
             slot.over_since = None
@@ -506,7 +508,7 @@ class Engine:
             WorkerMetrics(s.role, s.state, s.pid, s.rss,
                           self.config.limits.rss_mb(s.role) * 2**20, now - s.last_beat,
                           s.restarts, s.crashes, s.memory_violations, s.hangs, s.ratio(),
-                          s.items_done, s.model)
+                          s.items_done, s.model, s.peak_rss)
             for s in self.slots.values())
         done_s = max(self.acks.get("transcription", {}).values(), default=0) / 16000
         return EngineMetrics(workers, max(0.0, self.fed_s - done_s))

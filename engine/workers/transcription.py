@@ -132,6 +132,7 @@ class TranscriptionHandler:
         language = None if language == "auto" else language
         raw, info = self.model.transcribe(
             audio, language=language, beam_size=tc.beam_size, temperature=self.temperatures,
+            best_of=tc.best_of,
             condition_on_previous_text=tc.condition_on_previous_text,
             repetition_penalty=tc.repetition_penalty,
             initial_prompt=tc.initial_prompt or None, word_timestamps=tc.word_timestamps,
