@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from engine.audio.paths import AudioFileError, check_file
 from engine.config import PROJECT_ROOT, Config, ConfigError, load_config
 from engine.export import FORMATS, render
 from engine.messages import FAULT_KINDS, ROLES, FaultSpec
@@ -92,19 +93,6 @@ def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def check_path(path: str) -> None:
-    """Cheap checks without decoding (the console starts fast; it reports decode errors)."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, not an audio file")
-    if not os.access(p, os.R_OK):
-        raise UserError(f"{p}: permission denied")
-    if p.stat().st_size == 0:
-        raise UserError(f"{p}: empty file")
-
-
 def parse_fault(text: str) -> FaultSpec:
     """ROLE:KIND:AFTER_S -> FaultSpec (raises UserError naming what is wrong)."""
     parts = text.split(":")
@@ -154,7 +142,7 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
         if args.output.exists() and not args.output.is_dir():
             raise UserError(f"--output {args.output}: must be a folder when several files "
                             "are given")
-    from engine.audio.source import AudioFileError, probe
+    from engine.audio.source import probe
 
     good: list[str] = []
     status = EXIT_OK
@@ -245,11 +233,11 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
         if args.command == "bench" and not args.console:
             return cmd_bench(cfg, args)
         if getattr(args, "file", None) is not None:
-            check_path(args.file)  # one line here, before the screen opens
+            check_file(args.file)  # one line here, before the screen opens
         if console is None:
             raise UserError("the console is not part of this entry point; run `transcrevai`")
         return console(cfg, args)
-    except (ConfigError, UserError) as exc:
+    except (ConfigError, UserError, AudioFileError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except EngineFailure as exc:

@@ -17,11 +17,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from engine.audio.paths import AudioFileError, check_file
 from engine.messages import SAMPLE_RATE
 
-
-class AudioFileError(Exception):
-    """A file that cannot be used as audio; str() is one line for the user."""
+__all__ = ["AudioFileError", "AudioInfo", "probe", "read_blocks"]
 
 
 @dataclass(frozen=True)
@@ -64,15 +63,7 @@ def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
 
 def probe(path: str | os.PathLike[str]) -> AudioInfo:
     """Check that `path` is a readable audio file with at least one frame."""
-    p = Path(path)
-    if not p.exists():
-        raise AudioFileError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioFileError(f"{p}: is a directory, not an audio file")
-    if not os.access(p, os.R_OK):
-        raise AudioFileError(f"{p}: permission denied")
-    if p.stat().st_size == 0:
-        raise AudioFileError(f"{p}: empty file")
+    p = check_file(path)
     try:
         info = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
