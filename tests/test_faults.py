@@ -112,10 +112,15 @@ def _alive(pids: list[int]) -> list[int]:
     return out
 
 
+def _realtime_cli(*extra: str) -> subprocess.Popen[str]:
+    """`transcrevai transcribe --realtime EXTRA CLIP` as a separate process."""
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "transcribe", "--realtime",
+                             *extra, str(clip_path(CLIP))], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def test_killing_the_cli_leaves_no_workers_behind() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "transcribe", "--realtime",
-                             str(clip_path(CLIP))], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _realtime_cli()
     pids = _wait_for_workers(proc, 3)
     time.sleep(1.0)
     proc.kill()
@@ -127,9 +132,7 @@ def test_killing_the_cli_leaves_no_workers_behind() -> None:
 
 
 def test_ctrl_c_stops_everything_quickly() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "transcribe", "--realtime",
-                             str(clip_path(CLIP))], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _realtime_cli()
     pids = _wait_for_workers(proc, 3)
     time.sleep(2.0)
     t0 = time.monotonic()
@@ -143,9 +146,7 @@ def test_ctrl_c_stops_everything_quickly() -> None:
 def test_pkill_of_transcription_during_realtime_replay_is_survived(
         undisturbed: list[tuple[float, float, str | None, str]], tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "transcribe", "--realtime",
-                             "--format", "json", "--output", str(out), str(clip_path(CLIP))],
-                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _realtime_cli("--format", "json", "--output", str(out))
     _wait_for_workers(proc, 3)
     time.sleep(10)
     killed = subprocess.run(["pkill", "-KILL", "-f", "transcrevai: transcription"])
