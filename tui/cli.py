@@ -18,6 +18,9 @@ def run_console(cfg: Config, args: argparse.Namespace) -> int:
 
         clip = cli.PROJECT_ROOT / "recordings" / "demo_ptbr_4spk.wav"
         return run_console_bench(cfg, str(clip), args.json)
+    from tui.splash import draw_splash
+
+    draw_splash(getattr(args, "file", None) or "")
     from tui.app import TranscrevApp
 
     app = TranscrevApp(cfg, replay=getattr(args, "file", None),
