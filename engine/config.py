@@ -105,6 +105,27 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    """The microphone path: capture device and the streaming transcription policy."""
+
+    device: str = ""  # "" = the system's default input; else a device name (part) or index
+    block_s: float = field(default=0.1, metadata=_range(0.02, 1.0))  # capture block
+    # a pause this long ends a phrase, which is then committed (decoded once more, final)
+    end_silence_ms: int = field(default=300, metadata=_range(100, 3000))
+    partial_interval_s: float = field(default=1.0, metadata=_range(0.2, 10.0))
+    max_phrase_s: float = field(default=12.0, metadata=_range(2.0, 30.0))
+    # whisper pads every input to a 30 s encoder window; live phrases are padded to their
+    # length + this instead (the encoder costs ~7x less for a 3 s phrase); 0 = 30 s always
+    encoder_pad_s: float = field(default=10.0, metadata=_range(0.0, 30.0))
+    commit_beam_size: int = field(default=5, metadata=_range(1, 20))
+    # further behind live than this: no partials, beam 1 and longer phrases until caught up
+    catch_up_lag_s: float = field(default=2.0, metadata=_range(0.5, 60.0))
+    # at the end of a session re-label speakers with the offline pass (up to this long)
+    refine_max_s: float = field(default=1800.0, metadata=_range(0.0, 86400.0))
+    mic_retry_max_s: float = field(default=10.0, metadata=_range(0.5, 600.0))
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """RSS budgets per process (MB); the supervisor restarts a worker that stays above it."""
 
@@ -128,6 +149,7 @@ class Config:
     vad: VadConfig = field(default_factory=VadConfig)
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: Path | None = None
 
@@ -242,5 +264,5 @@ def load_config(path: Path | None = None) -> Config:
 
 __all__ = [
     "Config", "ConfigError", "DiarizationConfig", "EngineConfig", "LimitsConfig", "PathsConfig",
-    "TranscriptionConfig", "VadConfig", "load_config", "parse_config",
+    "TranscriptionConfig", "VadConfig", "LiveConfig", "load_config", "parse_config",
 ]

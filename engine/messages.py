@@ -97,6 +97,19 @@ class OpenFile:
     resume: tuple[tuple[Role, int, int], ...] = ()
     catch_up_samples: int = 0  # resumed: read this much without real-time pacing
     speed: float = 1.0  # with realtime: audio seconds per wall second
+    # live: consumers use their streaming policies (partial text, online speaker labels)
+    live: bool = False
+    # "mic": record from `device` into the WAV at `path` (which a restarted capture reopens
+    # and reads back for consumers that had not acknowledged all of it)
+    source: Literal["file", "mic"] = "file"
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class StopStream:
+    """To capture: stop recording a mic stream; consumers then get its EndOfStream."""
+
+    stream_id: int
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,8 @@ class StreamStart:
     language: str | None = None
     epoch: int = 0
     start_sample: int = 0
+    live: bool = False
+    path: str = ""  # live: the audio on disk (the offline speaker pass at the end reads it)
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,9 @@ class AudioChunk:
     start_sample: int
     samples: np.ndarray = field(repr=False)
     epoch: int = 0
+    # time.monotonic() (one clock for all processes) when capture got the chunk's last
+    # sample: consumers measure how far behind live they are from it
+    captured_at: float = 0.0
 
     @property
     def end_sample(self) -> int:
@@ -169,8 +187,8 @@ class Shutdown:
     """Finish nothing more; exit the worker loop."""
 
 
-WorkerInput = (OpenFile | StreamStart | AudioChunk | EndOfStream | Acked | Resend | Attach
-               | Pause | Shutdown)
+WorkerInput = (OpenFile | StopStream | StreamStart | AudioChunk | EndOfStream | Acked | Resend
+               | Attach | Pause | Shutdown)
 
 
 # ---------------------------------------------------------------- events to the engine
@@ -207,6 +225,17 @@ class TranscriptResult:
 
 
 @dataclass(frozen=True)
+class PartialResult:
+    """Live: the text of the phrase still being spoken; replaced by the next partial and
+    dropped when the phrase commits (a TranscriptResult from `from_sample` on)."""
+
+    stream_id: int
+    text: str
+    from_sample: int
+    upto_sample: int
+
+
+@dataclass(frozen=True)
 class DiarizationResult:
     stream_id: int
     turns: tuple[SpeakerTurn, ...]
@@ -214,6 +243,31 @@ class DiarizationResult:
     final: bool
     work_s: float
     audio_s: float
+    # live: `turns` are new settled turns to add; otherwise they replace all turns (the
+    # offline pass, whose labels are mapped onto the live ones so user names survive)
+    incremental: bool = False
+
+
+@dataclass(frozen=True)
+class MicStatus:
+    """The microphone of a live stream: recording, lost (retrying in N s) or stopped."""
+
+    stream_id: int
+    state: Literal["recording", "lost", "stopped"]
+    detail: str = ""
+    retry_in: float = 0.0
+    path: str = ""  # the session's WAV
+
+
+@dataclass(frozen=True)
+class MicLevel:
+    """Input level for the meter, ~10 per second while recording."""
+
+    stream_id: int
+    rms_db: float
+    peak_db: float
+    recorded_s: float
+    overflows: int
 
 
 @dataclass(frozen=True)
@@ -298,6 +352,7 @@ class EngineMetrics:
 
 
 EngineEvent = (
-    StreamOpened | StreamError | TranscriptResult | DiarizationResult | WorkerStatus | Heartbeat
-    | WorkerError | FaultDue | FaultFired | EngineMetrics
+    StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
+    | MicStatus | MicLevel | WorkerStatus | Heartbeat | WorkerError | FaultDue | FaultFired
+    | EngineMetrics
 )

@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from engine.live import Journal, LiveStream, journal_path
 from engine.messages import (
     DiarizationResult,
     EngineEvent,
     FaultFired,
+    MicLevel,
+    MicStatus,
+    PartialResult,
     Segment,
     SpeakerTurn,
     StreamError,
@@ -77,6 +81,7 @@ class FileTranscriber:
         self._down: dict[str, str] = {}  # required workers that failed for good
         self._last_rss = 0.0
         self.incidents: list[EngineEvent] = []  # restarts and worker errors, for reports
+        self.live: LiveStream | None = None
 
     @property
     def diarizing(self) -> bool:
@@ -121,6 +126,42 @@ class FileTranscriber:
             tr.language = next((s.language for s in tr.segments if s.language), "")
         return result
 
+    # -------------------------------------------------------------- live streams
+    def start_live(self, source: str | None = None, language: str | None = None,
+                   speed: float = 1.0, journal: bool = True) -> LiveStream:
+        """Start recording from the microphone (source None) or feed a file at real-time
+        pace through the live path; events then update `self.live` as `pump` runs."""
+        if self._down:
+            raise EngineFailure(next(iter(self._down.values())))
+        if source is None:
+            sid, path = self.engine.open_mic(language=language)
+            live = LiveStream(sid, path, mic=True)
+            if journal:
+                live.journal = Journal(journal_path(path))
+        else:
+            sid = self.engine.open_live_file(source, language, speed)
+            live = LiveStream(sid, source, mic=False)
+        if not self.diarizing:
+            live.diarized = True
+        self.live = live
+        return live
+
+    def stop_live(self) -> None:
+        """Stop the microphone; the last phrase and the speaker pass follow (see `done`)."""
+        if self.live is not None and self.live.mic:
+            self.engine.stop_stream(self.live.sid)
+
+    def run_live(self, source: str, language: str | None = None,
+                 speed: float = 1.0) -> LiveStream:
+        """Feed a whole file through the live path and wait for its last results."""
+        live = self.start_live(source, language, speed)
+        while not live.done and not self.should_stop():
+            self.pump(0.05)
+        self.live = None
+        if live.journal:
+            live.journal.close()
+        return live
+
     def _done(self, job: _Job) -> bool:
         if job.failed:
             return True
@@ -152,18 +193,29 @@ class FileTranscriber:
 
     def _handle(self, ev: EngineEvent) -> None:
         job = self._job
+        live = self.live
+        if live is not None and getattr(ev, "stream_id", None) == live.sid:
+            live.apply(ev, time.monotonic(), self.diarizing)
+            if isinstance(ev, StreamError | TranscriptResult | DiarizationResult | MicStatus
+                          | MicLevel | PartialResult | StreamOpened):
+                return
         match ev:
             case WorkerStatus(role=role, state=WorkerState.READY, load_s=load_s, model=model):
                 self.load_s.setdefault(role, load_s)
                 self.models[role] = model
             case WorkerStatus(role="diarization", state=WorkerState.FAILED, detail=why):
                 self._diarization_down = why
+                if live is not None:
+                    live.diarized = True
                 if job is not None:
                     job.result.transcript.warnings.append(
                         f"diarization unavailable ({why}); speakers are unknown")
             case WorkerStatus(role=role, state=WorkerState.FAILED, detail=why):
                 msg = why if role in why else f"{role} worker: {why}"
                 self._down[role] = msg
+                if live is not None:
+                    live.error = msg
+                    return
                 if job is None:
                     raise EngineFailure(msg)
                 # keep what was transcribed so far: the file ends here, partially

@@ -10,6 +10,7 @@ restart loses nothing and duplicates nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -40,6 +41,7 @@ from engine.messages import (
     Resend,
     Role,
     Shutdown,
+    StopStream,
     StreamError,
     StreamOpened,
     TranscriptResult,
@@ -130,6 +132,7 @@ class Engine:
         self._pending_open: dict[int, OpenFile] = {}
         self.detections: list[tuple[Role, float]] = []  # (role, wall time a failure was seen)
         self._next_stream = 0
+        self.stopped: set[int] = set()  # mic streams asked to stop
         self.paused = False
         self._stopped = False
         self._last_rss = 0.0
@@ -299,6 +302,34 @@ class Engine:
         self._pending_open[msg.stream_id] = msg
         self._send("capture", msg)
         return msg.stream_id
+
+    def open_mic(self, device: str | None = None, language: str | None = None) -> tuple[int, str]:
+        """Start recording from a microphone into a new WAV under the recordings folder;
+        returns the stream id and the WAV's path."""
+        from engine.audio.recorder import session_wav_path
+
+        path = str(session_wav_path(self.config.paths.recordings_dir))
+        self._next_stream += 1
+        msg = OpenFile(self._next_stream, path, True, language, live=True, source="mic",
+                       device=device if device is not None else (self.config.live.device
+                                                                 or None))
+        self._pending_open[msg.stream_id] = msg
+        self._send("capture", msg)
+        return msg.stream_id, path
+
+    def open_live_file(self, path: str, language: str | None = None, speed: float = 1.0) -> int:
+        """A file fed at real-time pace through the live path (as if spoken into the mic):
+        benchmarks and tests of the streaming policy without a sound card."""
+        self._next_stream += 1
+        msg = OpenFile(self._next_stream, str(path), True, language, speed=speed, live=True)
+        self._pending_open[msg.stream_id] = msg
+        self._send("capture", msg)
+        return msg.stream_id
+
+    def stop_stream(self, stream_id: int) -> None:
+        """Stop a microphone stream; its last results follow."""
+        self.stopped.add(stream_id)
+        self._send("capture", StopStream(stream_id))
 
     def pause(self, paused: bool) -> None:
         """Stop or resume reading sources (a restarted capture inherits the state)."""
@@ -488,9 +519,10 @@ class Engine:
                     self.epochs[r][sid] = epoch
                     resume.append((r, epoch, self.acks[r].get(sid, 0)))
                 fed = int(self.fed_s * 16000) if sid == max(self.streams) else 0
-                self._send("capture", OpenFile(sid, open_msg.path, open_msg.realtime,
-                                               open_msg.language, tuple(resume), fed,
-                                               open_msg.speed))
+                self._send("capture", dataclasses.replace(
+                    open_msg, resume=tuple(resume), catch_up_samples=fed))
+                if sid in self.stopped:
+                    self._send("capture", StopStream(sid))
         else:
             acks = tuple((sid, self.acks[slot.role].get(sid, 0)) for sid in self.streams
                          if sid not in self.finished[slot.role])

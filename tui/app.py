@@ -21,6 +21,7 @@ from engine.config import Config
 from engine.export import FORMATS, render
 from engine.messages import (
     EngineEvent,
+    MicStatus,
     StreamError,
     WorkerError,
     WorkerState,
@@ -33,6 +34,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.state import ConsoleState
 from tui.widgets.gauges import Gauges
+from tui.widgets.partial_line import PartialLine
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.transcript_view import TranscriptView
 
@@ -85,12 +87,14 @@ class TranscrevApp(App[None]):
         self.bridge: EngineBridge | None = None
         self.language = config.transcription.language  # for the next recording opened
         self.exported: list[Path] = []
+        self._mic_was_lost = False
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.state, id="status")
         with Horizontal(id="main"):
             yield TranscriptView(self.state, id="transcript")
             yield Grid(id="panes", classes="hidden")
+        yield PartialLine(self.state, id="partial")
         yield Gauges(self.state, self.config.engine.heartbeat_interval, id="gauges")
         yield Footer()
 
@@ -119,13 +123,16 @@ class TranscrevApp(App[None]):
         version = self.state.version
         now = self.clock()
         for ev in events:
+            lost_before = self.state.mic_state == "lost"
             self.state.apply(ev, now)
+            self._mic_was_lost = lost_before
             self._notify_problem(ev)
         if self.state.version != version:
             self._sync_transcript()
 
     def _sync_transcript(self) -> None:
         self.query_one("#transcript", TranscriptView).sync()
+        self.query_one("#partial", PartialLine).sync()
         for pane in self.query("#panes TranscriptView").results(TranscriptView):
             pane.sync()
             if pane.speaker is not None:
@@ -140,6 +147,14 @@ class TranscrevApp(App[None]):
                 self.notify(why, title=f"{ev.role} worker", severity="warning")
             case StreamError(message=msg):
                 self.notify(msg, severity="error", timeout=10)
+            case MicStatus(state="lost", detail=why, retry_in=retry):
+                self.notify(f"{why}; retrying in {retry:.0f} s (recording kept)",
+                            title="Microphone", severity="warning")
+            case MicStatus(state="recording") if self.state.mic_state == "recording" and \
+                    self._mic_was_lost:
+                self.notify("microphone back; recording resumed", title="Microphone")
+            case MicStatus(state="stopped", path=path):
+                self.notify(f"saved {path}", title="Recording")
             case WorkerError(message=msg, fatal=True, pid=0):  # raised by the bridge
                 self.notify(msg, severity="error", timeout=10)
             case _:
@@ -179,8 +194,19 @@ class TranscrevApp(App[None]):
             self.query_one("#transcript").remove_class("hidden")
 
     def action_record(self) -> None:
-        self.notify("Microphone capture is not available yet; open a recording with o.",
-                    severity="warning")
+        """Start recording from the microphone, or stop the recording in progress."""
+        if self.bridge is None:
+            self.notify("The engine is not running.", severity="error")
+            return
+        if self.state.recording:
+            self.bridge.stop_recording()
+            self.notify("stopping: the last phrase and the speaker pass follow")
+            return
+        if self.state.paused:
+            self.state.paused = False
+            self.bridge.pause(False)
+        self.bridge.record(language=self.language)
+        self.notify("recording from the microphone")
 
     def action_pause(self) -> None:
         if self.bridge is None or not self.state.source:
@@ -306,8 +332,10 @@ class TranscrevApp(App[None]):
             return
 
         def answer(yes: bool | None) -> None:
-            if yes:
-                self.exit()  # the recording on disk is kept: the engine flushes it on stop
+            if yes:  # the WAV and journal on disk are complete up to now: stop flushes them
+                if self.bridge is not None:
+                    self.bridge.stop_recording()
+                self.exit()
 
         self.push_screen(ConfirmScreen("Recording is in progress. Stop and quit?"), answer)
 

@@ -31,6 +31,19 @@ class OpenCommand:
     speed: float = 1.0
 
 
+@dataclass(frozen=True)
+class RecordCommand:
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class StopRecordingCommand:
+    pass
+
+
+Command = OpenCommand | RecordCommand | StopRecordingCommand
+
+
 class EngineBridge(threading.Thread):
     """Runs the engine; `post(batch)` is called with lists of events from this thread."""
 
@@ -38,7 +51,7 @@ class EngineBridge(threading.Thread):
         super().__init__(name="engine-bridge", daemon=True)
         self.config = config
         self.post = post
-        self.commands: queue.Queue[OpenCommand | None] = queue.Queue()
+        self.commands: queue.Queue[Command | None] = queue.Queue()
         self._batch: list[EngineEvent] = []
         self._last_post = 0.0
         self._stop_event = threading.Event()
@@ -47,6 +60,13 @@ class EngineBridge(threading.Thread):
     def open(self, path: str, realtime: bool = True, language: str | None = None,
              speed: float = 1.0) -> None:
         self.commands.put(OpenCommand(path, realtime, language, speed))
+
+    def record(self, language: str | None = None) -> None:
+        """Start a microphone session (WAV + journal under recordings/)."""
+        self.commands.put(RecordCommand(language))
+
+    def stop_recording(self) -> None:
+        self.commands.put(StopRecordingCommand())
 
     def pause(self, paused: bool) -> None:
         """Thread-safe: the engine's command channel takes messages from any thread."""
@@ -88,14 +108,36 @@ class EngineBridge(threading.Thread):
                 except queue.Empty:
                     cmd = None
                 try:
-                    if cmd is not None:
-                        runner.transcribe(cmd.path, realtime=cmd.realtime,
-                                          language=cmd.language, speed=cmd.speed)
-                    else:
-                        runner.pump(0.05)
+                    match cmd:
+                        case OpenCommand():
+                            runner.transcribe(cmd.path, realtime=cmd.realtime,
+                                              language=cmd.language, speed=cmd.speed)
+                        case RecordCommand() if runner.live is None:
+                            runner.start_live(None, cmd.language)
+                        case StopRecordingCommand():
+                            runner.stop_live()
+                        case _:
+                            runner.pump(0.05)
+                    self._finish_live(runner)
                 except EngineFailure as exc:
                     self._collect(WorkerError("transcription", 0, str(exc), fatal=True))
                 self._flush(time.monotonic())
+            if runner.live is not None:  # quitting while recording: keep every last phrase
+                runner.stop_live()
+                deadline = time.monotonic() + 5.0
+                while runner.live is not None and time.monotonic() < deadline:
+                    runner.pump(0.05)
+                    self._finish_live(runner)
+                if runner.live is not None and runner.live.journal is not None:
+                    runner.live.journal.close()
         finally:
             engine.stop()
             self._flush(time.monotonic())
+
+    @staticmethod
+    def _finish_live(runner: FileTranscriber) -> None:
+        live = runner.live
+        if live is not None and live.done:
+            if live.journal is not None:
+                live.journal.close()
+            runner.live = None

@@ -13,6 +13,9 @@ from engine.messages import (
     DiarizationResult,
     EngineEvent,
     EngineMetrics,
+    MicLevel,
+    MicStatus,
+    PartialResult,
     Segment,
     SpeakerTurn,
     StreamError,
@@ -72,6 +75,12 @@ class ConsoleState:
     errors: list[str] = field(default_factory=list)
     paused: bool = False
     recording: bool = False  # a live microphone session is being captured
+    mic_state: str = ""  # recording | lost | stopped
+    mic_detail: str = ""
+    level_db: float = -120.0
+    recorded_s: float = 0.0
+    overflows: int = 0
+    partial: str = ""  # the phrase being spoken (live), replaced when it commits
     stream_id: int | None = None
     query: str = ""
     matches: list[int] = field(default_factory=list)  # segment indices
@@ -90,9 +99,26 @@ class ConsoleState:
                 if sid != self.stream_id:  # a new recording: a new transcript
                     self.stream_id = sid
                     self.raw_segments, self.turns, self.names = [], [], {}
+                    self.partial, self.recorded_s = "", 0.0
                     self._relabel()
-                self.source, self.source_kind, self.duration_s = path, "file", dur
+                mic = ev.format.startswith("mic")
+                self.source, self.source_kind, self.duration_s = path, \
+                    "mic" if mic else "file", dur
+                self.recording = mic
                 self.started = now
+            case (TranscriptResult(stream_id=sid) | DiarizationResult(stream_id=sid)
+                  | PartialResult(stream_id=sid) | MicStatus(stream_id=sid)
+                  | MicLevel(stream_id=sid)) if (
+                    self.stream_id is not None and sid != self.stream_id):
+                pass  # a stream the console is no longer showing
+            case PartialResult(text=text):
+                self.partial = text
+                self.version += 1
+            case MicStatus(state=mstate, detail=detail):
+                self.mic_state, self.mic_detail = mstate, detail
+                self.recording = mstate != "stopped"
+            case MicLevel(rms_db=db, recorded_s=rec, overflows=ov):
+                self.level_db, self.recorded_s, self.overflows = db, rec, ov
             case TranscriptResult(stream_id=sid) | DiarizationResult(stream_id=sid) if (
                     self.stream_id is not None and sid != self.stream_id):
                 pass  # a stream the console is no longer showing
@@ -100,8 +126,14 @@ class ConsoleState:
                 if segs:
                     self.raw_segments.extend(segs)
                     self.language = segs[-1].language or self.language
+                    self.partial = ""
+                    self._relabel()
+            case DiarizationResult(turns=turns, incremental=True):
+                if turns:
+                    self.turns.extend(turns)
                     self._relabel()
             case DiarizationResult(turns=turns):
+                # the offline pass: its labels are mapped onto the live ones, names survive
                 self.turns = list(turns)
                 self._relabel()
             case StreamError(message=msg):

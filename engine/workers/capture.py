@@ -1,9 +1,14 @@
-"""Capture worker: turns a source (a file now, the microphone later) into audio chunks.
+"""Capture worker: turns a source (a file or the microphone) into audio chunks.
 
 Chunks go straight to the transcription and diarization inboxes (one queue hop per stage).
 Capture keeps every chunk a consumer has not acknowledged yet, so a restarted consumer gets
 exactly the audio it had not finished, and it reads at most `max_read_ahead_s` ahead of
 transcription (backpressure: memory stays bounded on long files).
+
+A microphone stream is written to its WAV as it is captured, and that file is what a
+restarted consumer (or a restarted capture) reads back: nothing is held in memory for
+re-sending, and a crash of this process loses only what the device delivered while no
+capture process was running.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from engine.audio.mic import MicError, Microphone, rescan
+from engine.audio.recorder import RecorderError, WavRecorder
 from engine.audio.source import AudioFileError, AudioInfo, probe, read_blocks
 from engine.channel import Sender
 from engine.config import Config
@@ -25,15 +33,20 @@ from engine.messages import (
     AudioChunk,
     EndOfStream,
     EngineEvent,
+    MicLevel,
+    MicStatus,
     OpenFile,
     Pause,
     Resend,
     Role,
+    StopStream,
     StreamError,
     StreamOpened,
     StreamStart,
     WorkerInput,
 )
+
+LEVEL_EVERY_S = 0.1
 
 
 @dataclass
@@ -63,6 +76,31 @@ class _Stream:
     done_reading: bool = False
     retained: deque[AudioChunk] = field(default_factory=deque)
     t0: float = field(default_factory=time.monotonic)
+    live: bool = False
+
+
+@dataclass
+class _MicStream:
+    sid: int
+    path: str
+    language: str | None
+    device: str | None
+    consumers: dict[Role, _Consumer]
+    recorder: WavRecorder
+    mic: Microphone | None = None
+    offset: int = 0  # samples in the WAV (and sent)
+    seq: int = 0
+    backlog: Iterator[np.ndarray] | None = None  # a resumed stream: the WAV read back first
+    backlog_at: int = 0
+    stopping: bool = False
+    done: bool = False
+    retry_at: float = 0.0
+    retry_delay: float = 0.0
+    ever_opened: bool = False
+    level_at: float = 0.0
+    level_sq: float = 0.0
+    level_n: int = 0
+    level_peak: float = 0.0
 
 
 class CaptureHandler:
@@ -71,17 +109,30 @@ class CaptureHandler:
         self.max_ahead = int(config.engine.max_read_ahead_s * SAMPLE_RATE)
         self.outputs: dict[Role, Sender] = dict(outputs)
         self.streams: dict[int, _Stream] = {}
+        self.mics: dict[int, _MicStream] = {}
+        self.live = config.live
+        self.live_block = max(1, int(config.live.block_s * SAMPLE_RATE))
         self.fed_s = 0.0
         self.paused_at: float | None = None
 
     def load(self) -> str:
-        return "file reader"
+        return "file reader + mic"
 
     # ---------------------------------------------------------------- messages
     def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
         match msg:
+            case OpenFile(source="mic"):
+                yield from self._open_mic(msg)
             case OpenFile():
                 yield from self._open(msg)
+            case StopStream(stream_id=sid) if sid in self.mics:
+                self.mics[sid].stopping = True
+            case Acked(role=role, stream_id=sid, upto_sample=upto) if sid in self.mics:
+                m = self.mics[sid]
+                if role in m.consumers:
+                    m.consumers[role].acked = max(m.consumers[role].acked, upto)
+                if m.done and all(c.acked >= m.offset for c in m.consumers.values()):
+                    del self.mics[sid]
             case Acked(role=role, stream_id=sid, upto_sample=upto):
                 st = self.streams.get(sid)
                 if st is not None and role in st.consumers:
@@ -105,6 +156,9 @@ class CaptureHandler:
                 for st in self.streams.values():
                     if role in st.consumers:
                         self._resend(st, role, known.get(st.sid, 0))
+                for m in self.mics.values():
+                    if role in m.consumers:
+                        self._resend_mic(m, role, known.get(m.sid, 0))
             case _:
                 return
 
@@ -122,19 +176,196 @@ class CaptureHandler:
             if role in consumers:
                 consumers[role] = _Consumer(role, self.outputs, epoch, offset, offset)
         st = _Stream(msg.stream_id, info, msg.language, msg.realtime, max(msg.speed, 0.01),
-                     read_blocks(info, self.block), consumers)
+                     read_blocks(info, self.live_block if msg.live else self.block), consumers,
+                     live=msg.live)
         if msg.resume:  # the previous capture had fed this much already: no pacing before it
             st.t0 -= msg.catch_up_samples / SAMPLE_RATE / st.speed
         self.streams[msg.stream_id] = st
         for c in consumers.values():
-            c.put(StreamStart(st.sid, st.language, c.epoch, c.skip_below))
+            c.put(StreamStart(st.sid, st.language, c.epoch, c.skip_below, live=st.live,
+                              path=str(st.info.path)))
+
+    # ---------------------------------------------------------------- the microphone
+    def _open_mic(self, msg: OpenFile) -> Iterator[EngineEvent]:
+        """Start (or, after a restart of this process, continue) a live recording."""
+        sid = msg.stream_id
+        consumers = {role: _Consumer(role, self.outputs) for role in self.outputs}
+        for role, epoch, offset in msg.resume:
+            if role in consumers:
+                consumers[role] = _Consumer(role, self.outputs, epoch, offset, offset)
+        try:
+            if msg.resume:
+                recorder = WavRecorder.append(msg.path)
+            else:
+                recorder = WavRecorder(msg.path)
+        except RecorderError as exc:
+            yield StreamError(sid, str(exc), partial=bool(msg.resume))
+            for c in consumers.values():
+                c.put(EndOfStream(sid, 0, c.epoch))
+            return
+        m = _MicStream(sid, msg.path, msg.language, msg.device, consumers, recorder,
+                       offset=recorder.frames, ever_opened=bool(msg.resume))
+        if msg.resume:
+            floor = min((c.acked for c in consumers.values()), default=m.offset)
+            m.backlog, m.backlog_at = self._read_wav(m.path, floor, m.offset), floor
+        else:
+            yield StreamOpened(sid, msg.path, 0.0, SAMPLE_RATE, 1, "mic/PCM_16")
+        self.mics[sid] = m
+        for c in consumers.values():
+            c.put(StreamStart(sid, m.language, c.epoch, c.skip_below, live=True, path=m.path))
+
+    def _read_wav(self, path: str, start: int, stop: int) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        if stop <= start:
+            return
+        with sf.SoundFile(path) as f:
+            f.seek(start)
+            left = stop - start
+            while left > 0:
+                block = f.read(min(self.block, left), dtype="float32")
+                if not len(block):
+                    return
+                left -= len(block)
+                yield block
+
+    def _send_mic(self, m: _MicStream, block: np.ndarray, start: int) -> None:
+        now = time.monotonic()
+        chunk = AudioChunk(m.sid, m.seq, start, block, 0, now)
+        m.seq += 1
+        for c in m.consumers.values():
+            if chunk.end_sample > c.skip_below:
+                c.put(AudioChunk(m.sid, chunk.seq, start, block, c.epoch, now))
+
+    def _mic_step(self, m: _MicStream) -> Iterator[EngineEvent]:
+        if m.backlog is not None:  # resumed: what the consumers had not finished, first
+            block = next(m.backlog, None)
+            if block is not None:
+                self._send_mic(m, block, m.backlog_at)
+                m.backlog_at += len(block)
+                return
+            m.backlog = None
+        if m.stopping:
+            yield from self._stop_mic(m)
+            return
+        if m.mic is None:
+            now = time.monotonic()
+            if now < m.retry_at:
+                time.sleep(min(0.05, m.retry_at - now))
+                return
+            yield from self._start_mic(m)
+            return
+        try:
+            block = m.mic.read(timeout=0.05)
+        except MicError as exc:
+            yield from self._lost(m, str(exc))
+            return
+        if block is None or not len(block):
+            return
+        if self.paused_at is not None:
+            return  # paused: the device keeps running (no overflow), nothing is recorded
+        try:
+            m.recorder.write(block)
+        except RecorderError as exc:  # disk full: keep what is written, stop cleanly
+            yield StreamError(m.sid, str(exc), partial=True)
+            yield from self._stop_mic(m)
+            return
+        self._send_mic(m, block, m.offset)
+        m.offset += len(block)
+        self.fed_s = m.offset / SAMPLE_RATE
+        yield from self._level(m, block)
+
+    def _start_mic(self, m: _MicStream) -> Iterator[EngineEvent]:
+        try:
+            if m.retry_delay:
+                rescan()  # PortAudio lists devices once: a device that came back is new
+            mic = Microphone(m.device or None, self.live.block_s)
+            mic.start()
+        except MicError as exc:
+            if not m.ever_opened:  # no microphone at all: say so once, end the stream
+                yield StreamError(m.sid, str(exc))
+                m.recorder.close()
+                Path(m.path).unlink(missing_ok=True)
+                m.stopping = True
+                yield from self._stop_mic(m, announce=False)
+                return
+            yield from self._lost(m, str(exc))
+            return
+        m.mic, m.ever_opened, m.retry_delay = mic, True, 0.0
+        name = mic.device_info.name if mic.device_info else str(m.device or "default")
+        yield MicStatus(m.sid, "recording", name, path=m.path)
+
+    def _lost(self, m: _MicStream, why: str) -> Iterator[EngineEvent]:
+        if m.mic is not None:
+            m.mic.stop()
+            m.mic = None
+        try:
+            m.recorder.flush()
+        except RecorderError:
+            pass
+        m.retry_delay = min(self.live.mic_retry_max_s, max(0.5, m.retry_delay * 2))
+        m.retry_at = time.monotonic() + m.retry_delay
+        yield MicStatus(m.sid, "lost", why, m.retry_delay, m.path)
+
+    def _stop_mic(self, m: _MicStream, announce: bool = True) -> Iterator[EngineEvent]:
+        if m.mic is not None:
+            m.mic.stop()
+            m.mic = None
+        try:
+            m.recorder.close()
+        except RecorderError as exc:
+            yield StreamError(m.sid, str(exc), partial=True)
+        m.done = True
+        for c in m.consumers.values():
+            c.put(EndOfStream(m.sid, m.offset, c.epoch))
+        if announce:
+            yield MicStatus(m.sid, "stopped", f"{m.offset / SAMPLE_RATE:.1f} s recorded",
+                            path=m.path)
+        if not m.consumers:
+            del self.mics[m.sid]
+
+    def _level(self, m: _MicStream, block: np.ndarray) -> Iterator[EngineEvent]:
+        m.level_sq += float(np.dot(block, block))
+        m.level_n += len(block)
+        m.level_peak = max(m.level_peak, float(np.max(np.abs(block))))
+        now = time.monotonic()
+        if now - m.level_at >= LEVEL_EVERY_S and m.level_n:
+            rms = (m.level_sq / m.level_n) ** 0.5
+            yield MicLevel(m.sid, _db(rms), _db(m.level_peak), m.offset / SAMPLE_RATE,
+                           m.mic.overflows if m.mic else 0)
+            m.level_at, m.level_sq, m.level_n, m.level_peak = now, 0.0, 0, 0.0
+
+    def _resend_mic(self, m: _MicStream, role: Role, ack: int) -> None:
+        """A restarted consumer: the WAV from its acknowledged offset, then live audio."""
+        c = m.consumers[role]
+        c.epoch += 1
+        c.acked = max(c.acked, ack)
+        c.skip_below = 0
+        c.put(StreamStart(m.sid, m.language, c.epoch, c.acked, live=True, path=m.path))
+        if not m.recorder.closed:
+            m.recorder.flush(fsync=False)
+        for block_start, block in self._blocks_from(m.path, c.acked, m.offset):
+            c.put(AudioChunk(m.sid, -1, block_start, block, c.epoch, 0.0))
+        if m.done:
+            c.put(EndOfStream(m.sid, m.offset, c.epoch))
+
+    def _blocks_from(self, path: str, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        at = start
+        for block in self._read_wav(path, start, stop):
+            yield at, block
+            at += len(block)
 
     # ---------------------------------------------------------------- reading
     def busy(self) -> bool:
-        return any(not st.done_reading for st in self.streams.values())
+        return (any(not st.done_reading for st in self.streams.values())
+                or any(not m.done for m in self.mics.values()))
 
     def step(self) -> Iterator[EngineEvent]:
         """Read and send the next block of the oldest stream still being read."""
+        mic = next((m for m in self.mics.values() if not m.done), None)
+        if mic is not None:
+            yield from self._mic_step(mic)
+            return
         if self.paused_at is not None:
             time.sleep(0.02)
             return
@@ -156,14 +387,15 @@ class CaptureHandler:
         if block is None:
             yield from self._finish(st)
             return
-        chunk = AudioChunk(st.sid, st.seq, st.offset, block)
+        now = time.monotonic()
+        chunk = AudioChunk(st.sid, st.seq, st.offset, block, 0, now)
         st.retained.append(chunk)
         st.offset += len(block)
         st.seq += 1
         self.fed_s = st.offset / SAMPLE_RATE
         for c in st.consumers.values():
             if chunk.end_sample > c.skip_below:
-                c.put(AudioChunk(st.sid, chunk.seq, chunk.start_sample, block, c.epoch))
+                c.put(AudioChunk(st.sid, chunk.seq, chunk.start_sample, block, c.epoch, now))
 
     def _finish(self, st: _Stream) -> Iterator[EngineEvent]:
         st.done_reading = True
@@ -190,13 +422,18 @@ class CaptureHandler:
         c.epoch += 1
         c.acked = max(c.acked, ack)
         c.skip_below = 0
-        c.put(StreamStart(st.sid, st.language, c.epoch, c.acked))
+        c.put(StreamStart(st.sid, st.language, c.epoch, c.acked, live=st.live,
+                          path=str(st.info.path)))
         for chunk in st.retained:
             if chunk.end_sample > c.acked:
                 c.put(AudioChunk(st.sid, chunk.seq, chunk.start_sample, chunk.samples,
                                        c.epoch))
         if st.done_reading:
             c.put(EndOfStream(st.sid, st.offset, c.epoch))
+
+
+def _db(x: float) -> float:
+    return round(20 * float(np.log10(max(x, 1e-6))), 1)
 
 
 def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> CaptureHandler:

@@ -25,7 +25,7 @@ from engine.messages import (
     WorkerInput,
 )
 from engine.models.registry import diarization_paths
-from engine.workers.streams import StreamTable
+from engine.workers.streams import StreamBuffer, StreamTable
 
 
 class DiarizationHandler:
@@ -33,6 +33,9 @@ class DiarizationHandler:
         self.config = config
         self.table = StreamTable()
         self.diarizer: Any = None
+        self.live: dict[int, Any] = {}  # stream -> OnlineDiarizer
+        self.live_turns: dict[int, list[SpeakerTurn]] = {}
+        self.live_paths: dict[int, str] = {}
 
     def load(self) -> str:
         from engine.diarization.pipeline import DiarizationParams, Diarizer
@@ -57,6 +60,23 @@ class DiarizationHandler:
 
     def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
         match msg:
+            case StreamStart(live=True):
+                from engine.diarization.online import OnlineDiarizer
+
+                if self.table.start(msg) is not None:
+                    seg, emb = diarization_paths(self.config.paths.models_dir)
+                    self.live[msg.stream_id] = OnlineDiarizer(
+                        seg, emb, threads=self.config.diarization.threads)
+                    self.live_turns.setdefault(msg.stream_id, [])
+                    self.live_paths[msg.stream_id] = msg.path
+            case AudioChunk(stream_id=sid) if sid in self.live:
+                st = self.table.get(msg)
+                if st is not None:
+                    yield from self._live_chunk(sid, st, msg)
+            case EndOfStream(stream_id=sid) if sid in self.live:
+                st = self.table.get(msg)
+                if st is not None:
+                    yield from self._live_end(sid, st, msg.total_samples)
             case StreamStart():
                 self.table.start(msg)
             case AudioChunk():
@@ -79,6 +99,80 @@ class DiarizationHandler:
                     total, True, work_s=time.perf_counter() - t0, audio_s=len(audio) / SAMPLE_RATE)
             case _:
                 return
+
+
+    # ------------------------------------------------------------ live streams
+    def _live_chunk(self, sid: int, st: StreamBuffer, msg: AudioChunk) -> Iterator[EngineEvent]:
+        """Feed the online diarizer; publish the turns it settled (labels within ~1.5 s).
+
+        Audio is not kept here: the acknowledged offset is what the online diarizer has
+        settled, so capture can forget the rest, and the offline pass reads the WAV."""
+        before = st.end_sample
+        st.add(msg)
+        fresh = st.take(st.length)
+        if not len(fresh) or st.end_sample <= before:
+            return
+        online = self.live[sid]
+        t0 = time.perf_counter()
+        turns = self._shift(online.feed(fresh), self._origin(sid, st))
+        self.live_turns[sid] += turns
+        if turns or msg.seq % 10 == 0:
+            settled = self._origin(sid, st) + int(online.processed_s * SAMPLE_RATE)
+            self.table.published[sid] = settled
+            yield DiarizationResult(sid, tuple(turns), settled, False,
+                                    work_s=time.perf_counter() - t0,
+                                    audio_s=len(fresh) / SAMPLE_RATE, incremental=True)
+
+    def _origin(self, sid: int, st: StreamBuffer) -> int:
+        """Stream offset where this process's online diarizer started (a restart resumes)."""
+        online = self.live[sid]
+        return st.start_sample - online._n if hasattr(online, "_n") else 0
+
+    @staticmethod
+    def _shift(turns: list[Any], origin: int) -> list[SpeakerTurn]:
+        off = origin / SAMPLE_RATE
+        return [SpeakerTurn(round(t.start + off, 3), round(t.end + off, 3), t.speaker)
+                for t in turns]
+
+    def _live_end(self, sid: int, st: StreamBuffer, total: int) -> Iterator[EngineEvent]:
+        online = self.live.pop(sid)
+        origin = st.start_sample - online._n
+        t0 = time.perf_counter()
+        last = self._shift(online.flush(), origin)
+        live = self.live_turns.pop(sid, []) + last
+        path = self.live_paths.pop(sid, "")
+        self.table.finish(sid, total)
+        refined = self._refine(path, live, total)
+        if refined is None:
+            yield DiarizationResult(sid, tuple(last), total, True,
+                                    work_s=time.perf_counter() - t0, audio_s=0.0,
+                                    incremental=True)
+            return
+        yield DiarizationResult(sid, tuple(last), total, False, 0.0, 0.0, incremental=True)
+        yield DiarizationResult(sid, tuple(refined), total, True,
+                                work_s=time.perf_counter() - t0, audio_s=total / SAMPLE_RATE)
+
+    def _refine(self, path: str, live: list[SpeakerTurn],
+                total: int) -> list[SpeakerTurn] | None:
+        """The offline pass over the whole recording, its speakers named after the live
+        ones they overlap most (names the user gave live speakers stay attached)."""
+        from engine.diarization.online import relabel_stable
+
+        limit = self.config.live.refine_max_s
+        if not path or not live or total > limit * SAMPLE_RATE or total <= 0:
+            return None
+        try:
+            import soundfile as sf
+
+            audio, rate = sf.read(path, frames=total, dtype="float32", always_2d=True)
+        except (OSError, RuntimeError):
+            return None
+        if rate != SAMPLE_RATE:  # a live file fed at real-time pace: the file's own rate
+            return None
+        turns = self.diarizer(audio.mean(axis=1), SAMPLE_RATE)
+        offline = [SpeakerTurn(round(t.start, 3), round(t.end, 3), t.speaker) for t in turns]
+        mapping = relabel_stable(live, offline)
+        return [SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in offline]
 
 
 def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> DiarizationHandler:

@@ -10,6 +10,22 @@ from textual.widgets import Static
 from tui.state import ConsoleState
 from tui.widgets.speakers import clock
 
+METER = 8
+
+
+def mic_badge(s: ConsoleState) -> str:
+    if s.mic_state == "lost":
+        return f"MIC LOST ({s.mic_detail})"
+    if s.recording:
+        return f"● REC {clock(s.recorded_s)}"
+    return "mic: stopped"
+
+
+def level_meter(db: float) -> str:
+    """-60..0 dBFS as a bar of block characters (no colour needed to read it)."""
+    filled = max(0, min(METER, round((db + 60) / 60 * METER)))
+    return "▮" * filled + "▯" * (METER - filled) + f" {max(db, -99):.0f} dB"
+
 
 class StatusBar(Static):
     def __init__(self, state: ConsoleState, **kwargs: object) -> None:
@@ -22,6 +38,11 @@ class StatusBar(Static):
         source = f"{s.source_kind}: {Path(s.source).name}" if s.source else "idle"
         parts = [source, f"elapsed {clock(s.elapsed_s(now))}", f"lag {s.lag_s:.1f} s",
                  f"lang {s.language}", s.model or "model loading…"]
+        if s.source_kind == "mic":
+            parts[0] = f"{mic_badge(s)} {Path(s.source).name}"
+            parts.insert(1, level_meter(s.level_db) if s.recording else "")
+            if s.overflows:
+                parts.append(f"{s.overflows} overflows")
         if s.query:
             pos = f"{s.match_pos + 1}/{len(s.matches)}" if s.matches else "0/0"
             parts.insert(0, f"/{s.query} {pos}")

@@ -1,0 +1,635 @@
+"""Live (streaming) speaker diarization on the offline diarizer's two ONNX models.
+
+For a microphone session the offline pass (pipeline.py) cannot label speech until the end;
+this module labels it a second or so after it was spoken, in the spirit of diart (rolling
+window + incremental clustering), written for this project:
+
+1. Every ``step_s`` of new audio, segmentation-3.0 runs on the latest ``window_s`` of the
+   stream (zero padded at the start). Its frames lie on the same global ~17 ms grid as the
+   offline pipeline's, so a frame has one index for the whole session.
+2. Frames older than ``latency_s`` behind the stream end and not yet settled are *settled*
+   now: the model saw them with that much right context. Each local speaker's activity is cut
+   at pauses into pieces (as offline: one local label may hold two voices across a pause);
+   the pieces that touch the settle region are labelled.
+3. A piece that continues a piece of the previous window (shared speech frames) inherits its
+   global speaker and embedding; a piece is (re-)embedded with CAM++ only when it is new or
+   its clean speech has grown by ``regrow``, which keeps CPU small (speaker changes cost an
+   embedding, long turns a few). Pieces then pick the most similar global speaker centroid
+   (cosine, a small bonus for the inherited one), most confident first, never the speaker of
+   a piece of another local speaker talking at the same time; below ``delta_new`` a piece
+   with enough speech founds a new speaker. A centroid is the speech-weighted mean of the
+   latest embedding of each piece assigned to it (a re-embedded piece replaces its earlier
+   contribution rather than adding to it).
+4. Settled frames become turns. Pauses shorter than ``min_duration_off`` are bridged when the
+   window shows the same local speaker resuming, so long turns come out as contiguous pieces
+   of about one step each; each stretch of audio is labelled exactly once.
+
+``relabel_stable`` maps the labels of a later offline pass onto the live ones so that names
+the user gave to live speakers survive the refinement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from engine.diarization.features import FRAME_LENGTH as FBANK_LENGTH
+from engine.diarization.features import FRAME_SHIFT as FBANK_SHIFT
+from engine.diarization.features import fbank
+from engine.diarization.pipeline import (
+    _POWERSET,
+    NUM_LOCAL,
+    SAMPLE_RATE,
+    SEG_CENTER,
+    SEG_FIELD,
+    SEG_STEP,
+    _runs,
+    _session,
+)
+from engine.messages import SpeakerTurn
+
+# Global frame g covers samples [g * SEG_STEP + _FRAME_LO, g * SEG_STEP + _FRAME_LO + SEG_STEP)
+# of the stream (centre g * SEG_STEP + SEG_CENTER), the same grid as the offline pipeline.
+_FRAME_LO = int(SEG_CENTER) - SEG_STEP // 2
+
+
+@dataclass(frozen=True)
+class OnlineParams:
+    """Tunable settings; defaults measured on the dev corpus (``python -m
+    engine.diarization.online --corpus ...``) and chosen in the middle of the good range.
+
+    window_s: segmentation window (context the model sees); segmentation CPU ~ window / step.
+    step_s: how often a window is processed (rounded to whole ~17 ms frames).
+    latency_s: frames are settled once the stream is this far past them (right context).
+    split_gap_s / min_piece_s: a local speaker's activity is cut into pieces at pauses of at
+        least split_gap_s; pieces with less speech than min_piece_s join a neighbour.
+    min_embedding_s: clean (non-overlapped) speech a piece needs for its own embedding;
+        below, all its speech (or the local speaker's whole window) is used.
+    max_embedding_s: at most this much (the newest) speech goes into one CAM++ call.
+    regrow: a piece is embedded again once its speech has grown by this factor.
+    delta_new: a piece less similar than this (cosine) to every speaker founds a new one ...
+    min_new_s: ... if it has this much speech (shorter ones are assigned tentatively and
+        decide when re-embedded), unless talking over every known speaker forces it.
+    continuity_bonus: added to the similarity of the speaker a piece had in the last window.
+    continuity: a piece continues a piece of the last window if this fraction of the speech
+        of each (on the frames both windows saw) is shared.
+    min_update_s: speech an embedding needs to move a centroid.
+    min_duration_off: shorter pauses of one speaker are bridged.
+    """
+
+    window_s: float = 5.0
+    step_s: float = 0.5
+    latency_s: float = 1.0
+    split_gap_s: float = 0.25
+    min_piece_s: float = 0.3
+    min_embedding_s: float = 0.25
+    max_embedding_s: float = 3.0
+    regrow: float = 2.0
+    delta_new: float = 0.4
+    min_new_s: float = 1.0
+    continuity_bonus: float = 0.1
+    continuity: float = 0.5
+    min_update_s: float = 0.5
+    min_duration_off: float = 0.5
+
+
+@dataclass
+class _Track:
+    """A piece as last seen: its speech frames (global indices), speaker and embedding."""
+
+    frames: np.ndarray
+    speaker: int = -1
+    vector: np.ndarray | None = None
+    embedded: int = 0  # speech frames behind ``vector``
+    contribution: int = -1  # key in OnlineDiarizer._contrib, -1 if none
+    fresh: bool = False  # embedded in the current step
+    tentative: bool = False  # speaker chosen on too little speech to be sure
+
+
+@dataclass
+class _Speaker:
+    total: np.ndarray  # speech-weighted sum of unit embeddings
+    weight: float = 0.0
+
+    def centroid(self) -> np.ndarray:
+        return self.total / max(float(np.linalg.norm(self.total)), 1e-12)
+
+
+@dataclass
+class _Piece:
+    local: int
+    start: int  # window frames [start, end)
+    end: int
+    mask: np.ndarray = field(repr=False)  # activity over the window frames
+    track: _Track | None = None
+
+
+class OnlineDiarizer:
+    """Streaming diarizer for one session: feed audio blocks, receive settled speaker turns."""
+
+    def __init__(
+        self,
+        segmentation_path: Path,
+        embedding_path: Path,
+        params: OnlineParams = OnlineParams(),  # noqa: B008 - frozen, so shared is safe
+        threads: int = 1,
+    ) -> None:
+        self.params = params
+        self._seg = _session(Path(segmentation_path), threads)
+        self._emb = _session(Path(embedding_path), threads)
+        self._seg_in = self._seg.get_inputs()[0].name
+        self._emb_in = self._emb.get_inputs()[0].name
+        self.frame_s = SEG_STEP / SAMPLE_RATE
+        self.window = max(SEG_FIELD, int(round(params.window_s * SAMPLE_RATE)))
+        self.window_frames = (self.window - SEG_FIELD) // SEG_STEP + 1
+        self.step = max(1, int(round(params.step_s / self.frame_s))) * SEG_STEP
+        self.latency = int(round(params.latency_s * SAMPLE_RATE))
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # stream sample index of _buf[0]
+        self._n = 0  # samples fed so far
+        self._last_run = 0  # stream end of the last processed window
+        self._settled = 0  # frames [0, _settled) are settled
+        self._done = False
+        self._tracks: list[_Track] = []
+        self._speakers: list[_Speaker] = []
+        self._contrib: dict[int, tuple[int, np.ndarray, float]] = {}  # id -> speaker, vec, w
+        self._next_contrib = 0
+        self._names: dict[int, str] = {}
+        self._last_end: dict[int, int] = {}  # speaker -> frame after its last emitted frame
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def processed_s(self) -> float:
+        """Audio time up to which turns are settled (final)."""
+        if self._done:
+            return self._n / SAMPLE_RATE
+        if self._settled == 0:
+            return 0.0
+        return min(self._n, self._settled * SEG_STEP + _FRAME_LO) / SAMPLE_RATE
+
+    def feed(self, samples: np.ndarray) -> list[SpeakerTurn]:
+        """Append 16 kHz mono audio; returns the turns settled by it (often none), so that a
+        live view can label speech about ``latency_s`` + ``step_s`` after it was spoken."""
+        if self._done:
+            raise RuntimeError("feed() after flush()")
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
+        self._n += x.shape[0]
+        out: list[SpeakerTurn] = []
+        while self._n - self._last_run >= self.step:
+            # One window per step; with small blocks the window ends at the newest sample.
+            end = self._n if self._n - self._last_run < 2 * self.step else (
+                self._last_run + self.step)
+            out += self._process(end, final=False)
+            self._last_run = end
+        self._trim()
+        return out
+
+    def flush(self) -> list[SpeakerTurn]:
+        """End of stream: settle the frames still held back for right context."""
+        if self._done:
+            return []
+        out = self._process(self._n, final=True) if self._n >= SEG_FIELD else []
+        self._done = True
+        self._buf = np.zeros(0, dtype=np.float32)
+        return out
+
+    @property
+    def num_speakers(self) -> int:
+        """Speakers that have been given a label so far."""
+        return len(self._names)
+
+    # ------------------------------------------------------------------ internals
+    def _trim(self) -> None:
+        """Keep only the audio the next windows can still need."""
+        keep_from = self._n - self.window - 2 * self.step
+        if keep_from > self._buf_start:
+            self._buf = self._buf[keep_from - self._buf_start :]
+            self._buf_start = keep_from
+
+    def _window_audio(self, start: int) -> np.ndarray:
+        out = np.zeros(self.window, dtype=np.float32)
+        lo = max(start, self._buf_start)
+        hi = min(start + self.window, self._buf_start + self._buf.shape[0])
+        if hi > lo:
+            out[lo - start : hi - start] = self._buf[lo - self._buf_start : hi - self._buf_start]
+        return out
+
+    def _frames(self, seconds: float) -> int:
+        return int(np.ceil(seconds / self.frame_s - 1e-9))
+
+    def _process(self, end: int, final: bool) -> list[SpeakerTurn]:
+        """Segment the window ending at stream sample ``end`` and settle what it allows."""
+        start = ((end - self.window) // SEG_STEP) * SEG_STEP  # on the global frame grid
+        g0 = start // SEG_STEP
+        nfr = self.window_frames
+        # Settle frames whose centre is at least `latency` behind the end (all at the end).
+        limit = end if final else end - self.latency
+        upto = min(g0 + nfr, (limit - int(SEG_CENTER)) // SEG_STEP + 1)
+        if upto <= self._settled:
+            return []
+        lo_f = max(0, self._settled - g0)  # settle region in window frames [lo_f, hi_f)
+        hi_f = upto - g0
+        wav = self._window_audio(start)
+        log_probs = self._seg.run(None, {self._seg_in: wav[None, None]})[0]
+        act = _POWERSET[np.argmax(log_probs[0, :nfr], axis=-1)].astype(bool)
+        if g0 < 0:  # frames before the stream start (padding) hold nobody
+            act[: min(nfr, -g0)] = False
+        pieces = self._pieces(act, lo_f, hi_f)
+        self._match_tracks(pieces, g0, act)
+        feats = _LazyFbank(wav)
+        alone = act.sum(axis=1) == 1
+        for pc in pieces:
+            self._maybe_embed(pc, act, alone, feats, g0)
+        self._assign(pieces)
+        for pc in pieces:
+            assert pc.track is not None
+            pc.track.frames = (np.flatnonzero(pc.mask) + g0).astype(np.int64)
+        self._tracks = [pc.track for pc in pieces if pc.track is not None]
+        turns = self._emit(pieces, act, lo_f, hi_f, g0, end if final else None)
+        self._settled = upto
+        return turns
+
+    def _pieces(self, act: np.ndarray, lo_f: int, hi_f: int) -> list[_Piece]:
+        """Pieces (cut at pauses) of each local speaker that talk in the settle region."""
+        gap = self._frames(self.params.split_gap_s)
+        min_len = self._frames(self.params.min_piece_s)
+        out: list[_Piece] = []
+        for k in range(NUM_LOCAL):
+            active = act[:, k]
+            spans: list[list[int]] = []
+            for a, b in _runs(active):
+                if spans and a - spans[-1][1] < gap:
+                    spans[-1][1] = b
+                else:
+                    spans.append([a, b])
+            while len(spans) > 1:  # join too-short pieces across the shorter pause
+                sizes = [int(active[a:b].sum()) for a, b in spans]
+                i = int(np.argmin(sizes))
+                if sizes[i] >= min_len:
+                    break
+                left = spans[i][0] - spans[i - 1][1] if i > 0 else None
+                right = spans[i + 1][0] - spans[i][1] if i + 1 < len(spans) else None
+                j = i - 1 if right is None or (left is not None and left <= right) else i + 1
+                a_, b_ = min(i, j), max(i, j)
+                spans[a_] = [spans[a_][0], spans[b_][1]]
+                del spans[b_]
+            for a, b in spans:
+                mask = np.zeros_like(active)
+                mask[a:b] = active[a:b]
+                if mask[lo_f:hi_f].any():
+                    out.append(_Piece(k, a, b, mask))
+        return out
+
+    def _match_tracks(self, pieces: list[_Piece], g0: int, act: np.ndarray) -> None:
+        """Each piece continues the previous window's piece it shares most speech with."""
+        claimed: set[int] = set()
+        for pc in pieces:
+            frames = np.flatnonzero(pc.mask) + g0
+            best, best_common = None, 0
+            for ti, tr in enumerate(self._tracks):
+                if tr.frames.size == 0 or tr.frames[-1] < frames[0] or tr.frames[0] > frames[-1]:
+                    continue
+                common = np.intersect1d(tr.frames, frames, assume_unique=True).shape[0]
+                # on the frames both windows could see, most speech of each must be shared
+                # (a piece the last window merged with another voice does not continue it)
+                mine = int((frames <= tr.frames[-1]).sum())
+                theirs = int((tr.frames >= g0).sum())
+                need = self.params.continuity * max(1, mine, theirs)
+                if common >= need and common > best_common:
+                    best, best_common = ti, common
+            if best is None:
+                pc.track = _Track(frames=np.zeros(0, dtype=np.int64))
+                continue
+            old = self._tracks[best]
+            pc.track = _Track(frames=old.frames, speaker=old.speaker, vector=old.vector,
+                              embedded=old.embedded, tentative=old.tentative)
+            if best not in claimed:  # only one successor takes over the centroid share
+                pc.track.contribution = old.contribution
+                claimed.add(best)
+
+    def _maybe_embed(
+        self, pc: _Piece, act: np.ndarray, alone: np.ndarray, feats: _LazyFbank, g0: int
+    ) -> None:
+        """(Re-)embed a piece that is new or whose speech has grown enough."""
+        p = self.params
+        tr = pc.track
+        assert tr is not None
+        used = pc.mask & alone
+        min_frames = self._frames(p.min_embedding_s)
+        if used.sum() < min_frames:
+            used = pc.mask
+        if used.sum() < min_frames and tr.vector is None:
+            # too little of its own: borrow the local speaker's clean speech in the window
+            whole = act[:, pc.local] & alone
+            used = whole if whole.sum() >= min_frames else act[:, pc.local]
+        count = int(used.sum())
+        min_new = self._frames(p.min_new_s)
+        if tr.vector is not None and not (tr.tentative and tr.embedded < min_new <= count) and (
+            count < p.regrow * tr.embedded
+            or tr.embedded >= self._frames(p.max_embedding_s)
+        ):
+            return  # a tentative piece decides as soon as it has enough speech
+        vec = self._embed(feats, used)
+        if vec is None:
+            return
+        tr.vector = vec
+        tr.embedded = count
+        tr.fresh = True
+
+    def _embed(self, feats: _LazyFbank, used: np.ndarray) -> np.ndarray | None:
+        """Unit CAM++ embedding of the fbank frames under the used segmentation frames."""
+        f, to_seg = feats.get()
+        idx = np.flatnonzero(used[np.clip(to_seg, 0, used.shape[0] - 1)])
+        if idx.shape[0] < 2:
+            return None
+        cap = max(2, int(self.params.max_embedding_s * 100))
+        idx = idx[-cap:]
+        x = f[idx]
+        x = x - x.mean(axis=0, keepdims=True)
+        vec = self._emb.run(None, {self._emb_in: x[None]})[0][0]
+        norm = float(np.linalg.norm(vec))
+        if not norm > 0.0:
+            return None
+        return (vec / norm).astype(np.float32)
+
+    def _assign(self, pieces: list[_Piece]) -> None:
+        """Global speaker per piece: most confident first, never the speaker of a co-talking
+        piece of another local speaker; a piece with enough speech below delta_new founds a
+        new speaker, a shorter one is assigned tentatively (no bonus, no centroid update)."""
+        p = self.params
+        live = [i for i, s in enumerate(self._speakers) if s.weight > 0]
+        cents = (np.stack([self._speakers[i].centroid() for i in live]) if live
+                 else np.zeros((0, 1), dtype=np.float32))
+        scores: list[np.ndarray] = []
+        for pc in pieces:
+            tr = pc.track
+            assert tr is not None
+            if tr.vector is None or not live:
+                s = np.zeros(len(live), dtype=np.float32)
+            else:
+                s = (cents @ tr.vector).astype(np.float32)
+            if tr.contribution >= 0 and tr.vector is not None:
+                # judge the piece against its speaker without its own share; a speaker only
+                # this piece founded scores just delta_new: the piece moves to another speaker
+                # only if clearly similar (its better embedding then replaces the old share)
+                spk, vec, w = self._contrib[tr.contribution]
+                rest = self._speakers[spk].total - w * vec
+                norm = float(np.linalg.norm(rest))
+                own = live.index(spk)
+                if self._speakers[spk].weight - w <= 1e-6 or norm <= 1e-6:
+                    s[own] = p.delta_new
+                else:
+                    s[own] = float(rest @ tr.vector) / norm
+            if tr.speaker in live and not tr.tentative:
+                s[live.index(tr.speaker)] += p.continuity_bonus
+            scores.append(s)
+        order = sorted(range(len(pieces)),
+                       key=lambda i: -float(scores[i].max()) if scores[i].size else 0.0)
+        done: list[int] = []
+        min_new = self._frames(p.min_new_s)
+        for i in order:
+            pc, tr = pieces[i], pieces[i].track
+            assert tr is not None
+            taken = {pieces[j].track.speaker for j in done  # type: ignore[union-attr]
+                     if pieces[j].local != pc.local and bool((pieces[j].mask & pc.mask).any())}
+            free = [c for c in np.argsort(-scores[i]).tolist() if live[c] not in taken]
+            enough = tr.vector is not None and tr.embedded >= min_new
+            if free and (scores[i][free[0]] >= p.delta_new or not enough):
+                choice = live[free[0]]
+                tr.tentative = not enough and scores[i][free[0]] < p.delta_new
+            elif tr.vector is None:
+                choice, tr.tentative = -1, True  # nothing to found a speaker on
+            else:
+                choice, tr.tentative = len(self._speakers), False
+                self._speakers.append(_Speaker(total=np.zeros_like(tr.vector)))
+                live.append(choice)
+                vec = tr.vector
+                scores = [  # later pieces of this step can join the new speaker
+                    np.append(s, -1.0 if o.track is None or o.track.vector is None
+                              else float(o.track.vector @ vec))
+                    for s, o in zip(scores, pieces, strict=True)]
+            tr.speaker = choice
+            if choice >= 0 and (tr.fresh or tr.contribution < 0 or
+                                self._contrib[tr.contribution][0] != choice):
+                self._contribute(tr)
+            done.append(i)
+
+    def _contribute(self, tr: _Track) -> None:
+        """Replace the track's share in a centroid by its current embedding and speaker."""
+        if tr.contribution >= 0:
+            spk, vec, old_w = self._contrib.pop(tr.contribution)
+            self._speakers[spk].total -= old_w * vec
+            self._speakers[spk].weight -= old_w
+            if self._speakers[spk].weight <= 1e-6:
+                self._speakers[spk].weight = 0.0
+                self._speakers[spk].total[:] = 0.0
+            tr.contribution = -1
+        speaker = self._speakers[tr.speaker]
+        w = tr.embedded * self.frame_s
+        if tr.vector is None or (speaker.weight > 0 and (
+                tr.tentative or w < self.params.min_update_s)):
+            return
+        key = self._next_contrib
+        self._next_contrib += 1
+        self._contrib[key] = (tr.speaker, tr.vector, w)
+        speaker.total += w * tr.vector
+        speaker.weight += w
+        tr.contribution = key
+
+    def _emit(
+        self, pieces: list[_Piece], act: np.ndarray, lo_f: int, hi_f: int, g0: int,
+        final_end: int | None,
+    ) -> list[SpeakerTurn]:
+        """Turns for the settle region, bridging short pauses of one speaker."""
+        nfr = act.shape[0]
+        num = len(self._speakers)
+        binary = np.zeros((nfr, max(num, 1)), dtype=bool)
+        for pc in pieces:
+            tr = pc.track
+            if tr is not None and tr.speaker >= 0:
+                binary[:, tr.speaker] |= pc.mask
+        bridge = self._frames(self.params.min_duration_off)
+        for pc in pieces:  # a pause whose resumption by the same local speaker is visible
+            tr = pc.track
+            if tr is None or tr.speaker < 0:
+                continue
+            nxt = np.flatnonzero(act[pc.end :, pc.local])
+            if nxt.size and nxt[0] < bridge:
+                binary[pc.end : pc.end + int(nxt[0]), tr.speaker] = True
+        out: list[SpeakerTurn] = []
+        r0 = g0 + lo_f  # global index of the first frame to settle
+        for c in range(num):
+            col = binary[:, c]
+            runs = list(_runs(col))
+            for (_, b), (a, _) in zip(runs[:-1], runs[1:], strict=True):
+                if a - b < bridge:
+                    col[b:a] = True
+            last = self._last_end.get(c)  # a pause that began before this region
+            if runs and last is not None:
+                first = next((a for a, b in runs if b > lo_f), None)
+                if first is not None and first > lo_f and g0 + first - last < bridge:
+                    col[lo_f:first] = True
+            for a, b in _runs(col[lo_f:hi_f]):
+                ga, gb = r0 + a, r0 + b
+                s = max(0, ga * SEG_STEP + _FRAME_LO)
+                e = gb * SEG_STEP + _FRAME_LO
+                if final_end is not None:
+                    e = min(e, final_end)
+                if e <= s:
+                    continue
+                name = self._names.setdefault(c, f"SPEAKER_{len(self._names):02d}")
+                out.append(SpeakerTurn(round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3),
+                                       name))
+                self._last_end[c] = gb
+        out.sort(key=lambda t: (t.start, t.speaker))
+        return out
+
+
+class _LazyFbank:
+    """Fbank of a window computed on first use, with each fbank frame's segmentation frame."""
+
+    def __init__(self, wav: np.ndarray) -> None:
+        self._wav = wav
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    def get(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is None:
+            f = fbank(self._wav)
+            centers = np.arange(f.shape[0]) * FBANK_SHIFT + FBANK_LENGTH / 2
+            to_seg = np.rint((centers - SEG_CENTER) / SEG_STEP).astype(np.int64)
+            self._cache = (f, to_seg)
+        return self._cache
+
+
+# ---------------------------------------------------------------------- relabelling
+def relabel_stable(live: list[SpeakerTurn], offline: list[SpeakerTurn]) -> dict[str, str]:
+    """Map each offline speaker label to a live label by maximal time overlap (Hungarian on
+    the overlap matrix), so names given to live speakers survive an offline refinement.
+    Offline speakers without overlapping live speech (or beyond the live count) get fresh
+    labels that no live speaker uses."""
+    live_labels = sorted({t.speaker for t in live})
+    off_labels = sorted({t.speaker for t in offline})
+    overlap = np.zeros((len(off_labels), len(live_labels)))
+    li = {s: i for i, s in enumerate(live_labels)}
+    oi = {s: i for i, s in enumerate(off_labels)}
+    for o in offline:
+        for t in live:
+            d = min(o.end, t.end) - max(o.start, t.start)
+            if d > 0:
+                overlap[oi[o.speaker], li[t.speaker]] += d
+    mapping: dict[str, str] = {}
+    if overlap.size:
+        rows, cols = linear_sum_assignment(-overlap)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            if overlap[r, c] > 0:
+                mapping[off_labels[r]] = live_labels[c]
+    used = set(live_labels) | set(mapping.values())
+    n = 0
+    for s in off_labels:  # in label order, so the result does not depend on turn order
+        if s in mapping:
+            continue
+        while f"SPEAKER_{n:02d}" in used:
+            n += 1
+        mapping[s] = f"SPEAKER_{n:02d}"
+        used.add(mapping[s])
+    return mapping
+
+
+# ---------------------------------------------------------------------- dev script
+def run_stream(
+    diarizer: OnlineDiarizer, audio: np.ndarray, block_s: float = 0.2
+) -> tuple[list[SpeakerTurn], list[float], float]:
+    """Feed ``audio`` in blocks as a microphone would; returns the turns, the label delay of
+    each (stream position when returned minus turn end) and the CPU seconds spent."""
+    block = max(1, int(round(block_s * SAMPLE_RATE)))
+    turns: list[SpeakerTurn] = []
+    delays: list[float] = []
+    cpu = 0.0
+    for i in range(0, audio.shape[0], block):
+        t0 = time.process_time()
+        got = diarizer.feed(audio[i : i + block])
+        cpu += time.process_time() - t0
+        pos = min(audio.shape[0], i + block) / SAMPLE_RATE
+        turns += got
+        delays += [pos - t.end for t in got]
+    t0 = time.process_time()
+    got = diarizer.flush()
+    cpu += time.process_time() - t0
+    turns += got
+    delays += [audio.shape[0] / SAMPLE_RATE - t.end for t in got]
+    return turns, delays, cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Offline vs online DER (collar +-0.25 s), speakers, CPU ratio and label delay per clip;
+    ``--set name=value`` overrides an OnlineParams field."""
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    from engine.diarization.evaluate import load_audio, read_rttm, to_annotation
+    from engine.diarization.pipeline import Diarizer
+    from engine.models.registry import diarization_paths
+
+    parser = argparse.ArgumentParser(description="online vs offline diarization on a corpus")
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2]
+                        / "models")
+    parser.add_argument("--block", type=float, default=0.2, help="feed block, seconds")
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline pass")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(OnlineParams)}
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            parser.error(f"unknown parameter {name!r}")
+        overrides[name] = json.loads(value)
+    params = OnlineParams(**overrides)
+    print(params)
+    seg, emb = diarization_paths(args.models)
+    offline = Diarizer(seg, emb, threads=1)
+    manifest = json.loads((args.corpus / "manifest.json").read_text())
+    clips = [c for c in manifest["clips"] if c.get("rttm")]
+    pooled_off, pooled_on = DiarizationErrorRate(collar=0.5), DiarizationErrorRate(collar=0.5)
+    print(f"{'clip':24s} {'offDER':>7s} {'onDER':>7s} {'spk on/off/ref':>15s} "
+          f"{'ratio':>6s} {'d50':>5s} {'d95':>5s}")
+    all_delays: list[float] = []
+    cpu_total = audio_total = 0.0
+    for clip in clips:
+        audio = load_audio(args.corpus / clip["file"])
+        ref = read_rttm(args.corpus / clip["rttm"])
+        off_der, n_off = float("nan"), 0
+        if not args.no_offline:
+            off = to_annotation(offline(audio, SAMPLE_RATE))
+            off_der, n_off = pooled_off(ref, off), len(off.labels())
+        online = OnlineDiarizer(seg, emb, params, threads=1)
+        turns, delays, cpu = run_stream(online, audio, args.block)
+        hyp = to_annotation(turns)  # type: ignore[arg-type]
+        on_der = pooled_on(ref, hyp)
+        dur = audio.shape[0] / SAMPLE_RATE
+        cpu_total += cpu
+        audio_total += dur
+        all_delays += delays
+        d = np.percentile(delays, [50, 95]) if delays else np.array([np.nan, np.nan])
+        print(f"{clip['id']:24s} {100 * off_der:6.2f}% {100 * on_der:6.2f}% "
+              f"{len(hyp.labels()):>5d}/{n_off}/{len(ref.labels())}      "
+              f"{cpu / dur:6.3f} {d[0]:5.2f} {d[1]:5.2f}", flush=True)
+    d = np.percentile(all_delays, [50, 95]) if all_delays else np.array([np.nan, np.nan])
+    off_pool = abs(pooled_off) if not args.no_offline else float("nan")
+    print(f"{'POOLED':24s} {100 * off_pool:6.2f}% {100 * abs(pooled_on):6.2f}% "
+          f"{'':15s} {cpu_total / max(audio_total, 1e-9):6.3f} {d[0]:5.2f} {d[1]:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""A live stream through the engine: committed phrases, partial text, speaker turns, journal.
+
+Used by the console (`r`), by `transcrevai bench --live` and by tests. Sources: the
+microphone (recorded into a WAV under recordings/) or a file fed at real-time pace through
+the same live path (benchmarks without a sound card).
+
+The journal is a JSON-lines file beside the recording, one line per committed phrase and per
+batch of speaker turns, flushed as they arrive: a crash loses no committed text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from engine.messages import (
+    SAMPLE_RATE,
+    DiarizationResult,
+    EngineEvent,
+    MicLevel,
+    MicStatus,
+    PartialResult,
+    Segment,
+    SpeakerTurn,
+    StreamError,
+    StreamOpened,
+    TranscriptResult,
+)
+from engine.transcript import Transcript, assign_speakers, without_speakers
+
+
+def journal_path(wav: str | os.PathLike[str]) -> Path:
+    return Path(wav).with_suffix(".jsonl")
+
+
+class Journal:
+    """Append-only JSON lines, flushed per line (and fsynced: they are small and rare)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._f is None:
+            return
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def read_journal(path: Path) -> tuple[list[Segment], list[SpeakerTurn], list[str]]:
+    """Segments and turns of a journal; a torn last line is skipped with a warning."""
+    from engine.messages import Word
+
+    segments: list[Segment] = []
+    turns: list[SpeakerTurn] = []
+    warnings: list[str] = []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            warnings.append(f"{path.name}: line {i + 1} is incomplete (torn write); skipped")
+            continue
+        if rec.get("type") == "segment":
+            words = tuple(Word(w["start"], w["end"], w["word"], w.get("probability", 1.0))
+                          for w in rec.get("words", []))
+            segments.append(Segment(rec["start"], rec["end"], rec["text"], words, None,
+                                    rec.get("avg_logprob", 0.0), 0.0, rec.get("language", "")))
+        elif rec.get("type") == "turns":
+            turns += [SpeakerTurn(*t) for t in rec["turns"]]
+        elif rec.get("type") == "refined":
+            turns = [SpeakerTurn(*t) for t in rec["turns"]]
+    return segments, turns, warnings
+
+
+@dataclass
+class LiveStats:
+    """What `bench --live` reports about one stream (wall times are time.monotonic())."""
+
+    t0: float | None = None  # wall time of stream sample 0 (first chunk's capture time)
+    commit_latency_s: list[float] = field(default_factory=list)  # phrase end -> committed
+    label_delay_s: list[float] = field(default_factory=list)  # committed -> speaker known
+    partial_times: list[float] = field(default_factory=list)
+    committed_at: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
+    overflows: int = 0
+
+
+@dataclass
+class LiveStream:
+    """State of one live stream, folded from engine events."""
+
+    sid: int
+    path: str
+    mic: bool
+    segments: list[Segment] = field(default_factory=list)
+    turns: list[SpeakerTurn] = field(default_factory=list)
+    refined: list[SpeakerTurn] | None = None
+    partial: str = ""
+    transcribed: bool = False
+    diarized: bool = False
+    error: str | None = None
+    mic_state: str = ""
+    recorded_s: float = 0.0
+    stats: LiveStats = field(default_factory=LiveStats)
+    journal: Journal | None = None
+    _unlabelled: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
+    _labelled_upto: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return (self.transcribed and self.diarized) or self.error is not None and (
+            not self.mic or self.mic_state in ("", "stopped"))
+
+    def apply(self, ev: EngineEvent, now: float, diarizing: bool) -> None:
+        match ev:
+            case StreamOpened():
+                # capture starts pacing (a file) or recording (the mic) as it sends this
+                self.stats.t0 = self.stats.t0 or now
+            case TranscriptResult() as r:
+                if r.segments:
+                    self.segments += r.segments
+                    self.partial = ""
+                    for seg in r.segments:
+                        self._journal_segment(seg)
+                        if self.stats.t0 is not None:
+                            self.stats.commit_latency_s.append(now - (self.stats.t0 + seg.end))
+                        self._unlabelled.append((seg.end, now))
+                elif r.final:
+                    self.partial = ""
+                self.transcribed = self.transcribed or r.final
+                if not diarizing:
+                    self.diarized = True
+            case PartialResult(text=text):
+                self.partial = text
+                self.stats.partial_times.append(now)
+            case DiarizationResult(incremental=True, turns=turns) as d:
+                if turns:
+                    self.turns += turns
+                    if self.journal:
+                        self.journal.write({"type": "turns",
+                                            "turns": [[t.start, t.end, t.speaker] for t in turns]})
+                settled = d.upto_sample / SAMPLE_RATE
+                keep = []
+                for end, at in self._unlabelled:
+                    if end <= settled:
+                        self.stats.label_delay_s.append(max(0.0, now - at))
+                    else:
+                        keep.append((end, at))
+                self._unlabelled = keep
+                self.diarized = self.diarized or d.final
+            case DiarizationResult(turns=turns) as d:
+                self.refined = list(turns)
+                if self.journal:
+                    self.journal.write({"type": "refined",
+                                        "turns": [[t.start, t.end, t.speaker] for t in turns]})
+                self.diarized = self.diarized or d.final
+            case MicStatus(state=state):
+                self.mic_state = state
+            case MicLevel(recorded_s=rec, overflows=ov):
+                self.recorded_s, self.stats.overflows = rec, ov
+            case StreamError(message=msg, partial=partial):
+                if not partial or not self.mic:
+                    self.error = msg
+                else:
+                    self.error = self.error or msg
+
+    def _journal_segment(self, seg: Segment) -> None:
+        if self.journal is None:
+            return
+        self.journal.write({
+            "type": "segment", "id": len(self.segments) - 1, "start": seg.start,
+            "end": seg.end, "speaker": None, "text": seg.text, "language": seg.language,
+            "avg_logprob": round(seg.avg_logprob, 3),
+            "words": [{"start": w.start, "end": w.end, "word": w.text,
+                       "probability": round(w.probability, 3)} for w in seg.words],
+        })
+
+    def transcript(self, live_labels: bool = False, model: str = "") -> Transcript:
+        """The transcript; speakers from the offline pass when it ran (unless live_labels)."""
+        turns = self.turns if live_labels or self.refined is None else self.refined
+        tr = Transcript(self.path, self.recorded_s, model=model)
+        tr.segments = (assign_speakers(self.segments, turns) if turns
+                       else without_speakers(self.segments))
+        tr.turns, tr.diarized = list(turns), bool(turns)
+        tr.language = next((s.language for s in tr.segments if s.language), "")
+        return tr

@@ -1,0 +1,174 @@
+"""The live transcription policy: VAD phrases, partial text while speaking, commit at pauses.
+
+Measured choice (see `transcrevai bench --live`): a phrase is the speech up to a pause of
+`end_silence_ms`. While it grows, it is decoded fast (beam 1, no word times) at most every
+`partial_interval_s` for the partial line; when the pause arrives it is decoded once more
+with the full settings and committed. Committed text never changes, so each phrase costs one
+final decode and the delay after the speaker stops is the pause plus that decode. The
+alternative, LocalAgreement over a growing buffer, commits only what two successive decodes
+agree on, which needs a decode after the phrase ended anyway and costs more decodes per word.
+
+Whisper invents text on silence and noise, so nothing reaches whisper that the VAD did not
+call speech, and committed segments go through `clean_segments` (repeat loops, low
+confidence, known subtitle credits).
+
+Pure logic with the VAD injected: the transcription worker runs it on real models and tests
+run it on synthetic speech marks.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.config import LiveConfig
+from engine.messages import SAMPLE_RATE, Segment
+
+Vad = Callable[[np.ndarray], list[tuple[int, int]]]  # audio -> speech (start, end) samples
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with the first `n` samples of the open buffer.
+
+    skip: no speech; acknowledge and drop. partial: decode (fast) for the partial line, keep.
+    commit: decode (full) as final text, acknowledge and drop.
+    """
+
+    kind: str  # "skip" | "partial" | "commit"
+    n: int
+
+
+class PhraseCutter:
+    """Decides, for the open (not yet committed) audio of one live stream, what to do next."""
+
+    def __init__(self, cfg: LiveConfig, vad: Vad) -> None:
+        self.cfg = cfg
+        self.vad = vad
+        self.end_silence = int(cfg.end_silence_ms * SAMPLE_RATE / 1000)
+        self.keep = SAMPLE_RATE // 2  # silence kept before speech (context for the decoder)
+        self.last_partial_at = -1e9
+        self.partial_upto = 0  # buffer length the last partial covered
+
+    def decide(self, audio: np.ndarray, now: float, lag_s: float,
+               final: bool = False) -> Decision | None:
+        """The next step for `audio` (the open buffer) or None to wait for more audio."""
+        n = len(audio)
+        if n == 0:
+            return None
+        if n < SAMPLE_RATE // 4 and not final:
+            return None
+        speech = self.vad(audio)
+        if not speech:
+            if final:
+                return Decision("skip", n)
+            if n > self.keep + SAMPLE_RATE // 2:
+                return Decision("skip", n - self.keep)
+            return None
+        first_start = speech[0][0]
+        if first_start > self.keep + SAMPLE_RATE // 10:
+            return Decision("skip", first_start - self.keep)
+        behind = lag_s > self.cfg.catch_up_lag_s
+        first_end = speech[0][1]
+        closed = len(speech) > 1 or first_end < n - self.end_silence // 2
+        if final:
+            return Decision("commit", n)
+        if closed:
+            cut = first_end if len(speech) == 1 else (first_end + speech[1][0]) // 2
+            if behind and len(speech) > 1:
+                # behind live: longer phrases, fewer fixed decode costs, to catch up
+                limit = int(self.cfg.max_phrase_s * SAMPLE_RATE)
+                closed_ends = [e for (_, e) in speech if e < n - self.end_silence // 2]
+                fits = [e for e in closed_ends if e <= limit]
+                if fits:
+                    cut = fits[-1]
+            self.partial_upto = 0
+            return Decision("commit", max(1, min(cut, n)))
+        if n - first_start >= int(self.cfg.max_phrase_s * SAMPLE_RATE):
+            self.partial_upto = 0
+            return Decision("commit", quietest_cut(audio, first_start + (n - first_start) // 2,
+                                                   n - SAMPLE_RATE // 2))
+        if (not behind and now - self.last_partial_at >= self.cfg.partial_interval_s
+                and n - first_start >= SAMPLE_RATE // 2 and n > self.partial_upto):
+            self.last_partial_at = now
+            self.partial_upto = n
+            return Decision("partial", n)
+        return None
+
+
+def quietest_cut(audio: np.ndarray, lo: int, hi: int, frame: int = SAMPLE_RATE // 50) -> int:
+    """The middle of the quietest 20 ms frame in [lo, hi): where a forced cut splits least."""
+    lo, hi = max(0, lo), min(len(audio), hi)
+    if hi - lo < frame:
+        return max(1, hi)
+    usable = (hi - lo) // frame * frame
+    energy = np.square(audio[lo:lo + usable].astype(np.float64)).reshape(-1, frame).sum(axis=1)
+    return lo + int(np.argmin(energy)) * frame + frame // 2
+
+
+# Texts whisper produces from silence or noise (subtitle credits of its training data).
+_CREDITS = (
+    "legendas pela comunidade amara org", "legendado por", "legendas por",
+    "obrigado por assistir", "inscreva se no canal", "transcricao e legendas",
+    "subtitles by the amara org community", "thanks for watching", "legenda adriana zanotto",
+)
+
+
+def _plain(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(re.findall(r"[a-z0-9]+", text))
+
+
+def collapse_repeats(text: str, min_repeats: int = 3, max_n: int = 6) -> str:
+    """Cut word n-gram loops ("é o que é o que é o que ...") down to one occurrence."""
+    words = text.split()
+    n = 1
+    while n <= max_n:
+        i, out, changed = 0, [], False
+        while i < len(words):
+            gram = [w.lower().strip(".,!?") for w in words[i:i + n]]
+            reps = 1
+            while ([w.lower().strip(".,!?") for w in words[i + reps * n:i + (reps + 1) * n]]
+                   == gram and len(gram) == n):
+                reps += 1
+            if reps >= min_repeats:
+                out.extend(words[i:i + n])
+                i += reps * n
+                changed = True
+            else:
+                out.append(words[i])
+                i += 1
+        words = out
+        n = 1 if changed else n + 1
+        if changed and len(words) < 2:
+            break
+    return " ".join(words)
+
+
+def clean_segments(segments: Sequence[Segment]) -> list[Segment]:
+    """Drop what is most likely not speech; cut repetition loops of the rest."""
+    out: list[Segment] = []
+    for seg in segments:
+        plain = _plain(seg.text)
+        if not plain:
+            continue
+        if seg.no_speech_prob > 0.6 and seg.avg_logprob < -0.7:
+            continue  # the model itself says it heard no speech and is unsure of the text
+        if seg.avg_logprob < -1.5:
+            continue
+        if any(c in plain for c in _CREDITS):
+            continue
+        text = collapse_repeats(seg.text)
+        if text != seg.text:
+            kept = len(text.split())
+            words = seg.words[:kept] if seg.words else seg.words
+            end = words[-1].end if words else seg.end
+            seg = Segment(seg.start, end, text, words, seg.speaker, seg.avg_logprob,
+                          seg.no_speech_prob, seg.language)
+        out.append(seg)
+    return out
