@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-diarization", action="store_true")
     b.add_argument("--console", action="store_true",
                    help="first-frame time and key latency of the console")
+    b.add_argument("--live", action="store_true",
+                   help="play each clip through the live path at real-time pace: latency, "
+                        "partials, live speaker labels")
     b.add_argument("--faults", action="store_true",
                    help="inject every fault kind into every worker; report detection and "
                         "recovery")
@@ -202,6 +205,10 @@ def _emit(result: FileResult, args: argparse.Namespace, many: bool) -> bool:
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     from engine.bench import run_bench
 
+    if args.live:
+        from engine.bench_live import run_live_bench
+
+        return run_live_bench(cfg, args)
     return run_bench(cfg, args)
 
 

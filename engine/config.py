@@ -118,6 +118,9 @@ class LiveConfig:
     # length + this instead (the encoder costs ~7x less for a 3 s phrase); 0 = 30 s always
     encoder_pad_s: float = field(default=10.0, metadata=_range(0.0, 30.0))
     commit_beam_size: int = field(default=5, metadata=_range(1, 20))
+    # word times make faster-whisper decode the few hundred ms after the last word as a
+    # window of its own (a second full decode per phrase, where it also invents words)
+    word_timestamps: bool = False
     # further behind live than this: no partials, beam 1 and longer phrases until caught up
     catch_up_lag_s: float = field(default=2.0, metadata=_range(0.5, 60.0))
     # at the end of a session re-label speakers with the offline pass (up to this long)

@@ -90,6 +90,7 @@ class LiveStats:
     commit_latency_s: list[float] = field(default_factory=list)  # phrase end -> committed
     label_delay_s: list[float] = field(default_factory=list)  # committed -> speaker known
     partial_times: list[float] = field(default_factory=list)
+    partial_texts: list[str] = field(default_factory=list)
     committed_at: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
     overflows: int = 0
 
@@ -142,6 +143,8 @@ class LiveStream:
             case PartialResult(text=text):
                 self.partial = text
                 self.stats.partial_times.append(now)
+                if text:
+                    self.stats.partial_texts.append(text)
             case DiarizationResult(incremental=True, turns=turns) as d:
                 if turns:
                     self.turns += turns

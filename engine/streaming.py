@@ -41,6 +41,7 @@ class Decision:
 
     kind: str  # "skip" | "partial" | "commit"
     n: int
+    speech_end: int | None = None  # commit: where the VAD heard the last speech (samples)
 
 
 class PhraseCutter:
@@ -75,8 +76,9 @@ class PhraseCutter:
         behind = lag_s > self.cfg.catch_up_lag_s
         first_end = speech[0][1]
         closed = len(speech) > 1 or first_end < n - self.end_silence // 2
+        pad = SAMPLE_RATE // 10  # the VAD's speech_pad_ms in the worker
         if final:
-            return Decision("commit", n)
+            return Decision("commit", n, max(speech[-1][1] - pad, speech[-1][0] + 1))
         if closed:
             cut = first_end if len(speech) == 1 else (first_end + speech[1][0]) // 2
             if behind and len(speech) > 1:
@@ -87,17 +89,34 @@ class PhraseCutter:
                 if fits:
                     cut = fits[-1]
             self.partial_upto = 0
-            return Decision("commit", max(1, min(cut, n)))
+            cut = max(1, min(cut, n))
+            ends = [e for (_, e) in speech if e <= cut]
+            return Decision("commit", cut, max(1, (ends[-1] if ends else cut) - pad))
         if n - first_start >= int(self.cfg.max_phrase_s * SAMPLE_RATE):
             self.partial_upto = 0
             return Decision("commit", quietest_cut(audio, first_start + (n - first_start) // 2,
                                                    n - SAMPLE_RATE // 2))
         if (not behind and now - self.last_partial_at >= self.cfg.partial_interval_s
-                and n - first_start >= SAMPLE_RATE // 2 and n > self.partial_upto):
+                and n - first_start >= SAMPLE_RATE // 2 and n > self.partial_upto
+                and not trailing_pause(audio, first_start)):
             self.last_partial_at = now
             self.partial_upto = n
             return Decision("partial", n)
         return None
+
+
+def trailing_pause(audio: np.ndarray, speech_start: int, tail: int = SAMPLE_RATE * 3 // 20,
+                   ratio: float = 0.1) -> bool:
+    """Is the speaker (probably) pausing? The last 150 ms are far quieter than the phrase.
+
+    A partial decode started now would likely still run when the pause turns out to end
+    the phrase, and the commit would wait for it: skipping it saves up to a decode of delay.
+    """
+    if len(audio) - speech_start < 2 * tail:
+        return False
+    phrase = audio[speech_start:len(audio) - tail].astype(np.float64)
+    last = audio[len(audio) - tail:].astype(np.float64)
+    return float(np.mean(last * last)) < ratio * float(np.mean(phrase * phrase))
 
 
 def quietest_cut(audio: np.ndarray, lo: int, hi: int, frame: int = SAMPLE_RATE // 50) -> int:

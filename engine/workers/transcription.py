@@ -7,6 +7,7 @@ successor restarted from the last acknowledged offset produces the same text).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,7 +30,7 @@ from engine.messages import (
     WorkerInput,
 )
 from engine.models.registry import ModelError, resolve_whisper
-from engine.streaming import Decision, PhraseCutter, clean_segments
+from engine.streaming import Decision, PhraseCutter, clean_segments, collapse_repeats
 from engine.workers.streams import StreamBuffer, StreamTable
 
 FULL_WINDOW = 3000  # mel frames whisper's encoder is trained on (30 s)
@@ -163,14 +164,21 @@ class TranscriptionHandler:
         if d.kind == "partial":
             audio = st.audio()[: d.n]
             segs = self._transcribe(audio, start / SAMPLE_RATE, st.language, fast=True)
-            return PartialResult(sid, " ".join(s.text for s in segs).strip(), start,
-                                 start + d.n)
+            text = collapse_repeats(" ".join(s.text for s in segs).strip())
+            return PartialResult(sid, text, start, start + d.n)
         audio = st.take(d.n)
         segs = []
         if d.kind == "commit" and len(audio) >= SAMPLE_RATE // 10:
             beam = 1 if lag > self.config.live.catch_up_lag_s else None
             segs = clean_segments(self._transcribe(audio, start / SAMPLE_RATE, st.language,
                                                    beam=beam, live=True))
+            if segs and d.speech_end is not None and not segs[-1].words:
+                # without word times whisper's last segment ends with the audio given to
+                # it; the VAD knows where speech stopped
+                end = round((start + d.speech_end) / SAMPLE_RATE, 3)
+                last = segs[-1]
+                if last.start < end < last.end:
+                    segs[-1] = dataclasses.replace(last, end=end)
         self.table.published[sid] = st.start_sample
         return TranscriptResult(sid, tuple(segs), start, st.start_sample, False,
                                 work_s=time.perf_counter() - t0,
@@ -237,7 +245,8 @@ class TranscriptionHandler:
             condition_on_previous_text=tc.condition_on_previous_text,
             repetition_penalty=tc.repetition_penalty,
             initial_prompt=tc.initial_prompt or None,
-            word_timestamps=tc.word_timestamps and not fast,
+            word_timestamps=(tc.word_timestamps and not (fast or live)
+                             or live and lc.word_timestamps),
             max_new_tokens=(int(min(len(audio) / SAMPLE_RATE, 30.0) * tc.max_tokens_per_s) + 16
                             if tc.max_tokens_per_s else None),
             # live audio has been through the VAD already

@@ -1,0 +1,90 @@
+"""The live path on real models and real worker processes, without a sound card: files fed
+at real-time pace through capture's live mode (the virtual-mic tests add PulseAudio)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.bench import edit_distance, normalize
+from engine.config import Config, load_config
+from engine.session import FileTranscriber
+from engine.supervisor import Engine
+from tests.conftest import clip_path, clips
+
+SR = 16000
+
+
+def _config(tmp: Path) -> Config:
+    return load_config().replace("paths", recordings_dir=tmp, log_dir=tmp / ".logs")
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileTranscriber]:
+    with Engine(_config(tmp_path_factory.mktemp("live"))) as engine:
+        r = FileTranscriber(engine)
+        r.wait_ready()
+        yield r
+
+
+def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spectrum), dtype=np.float64)
+    f[0] = 1.0
+    x = np.fft.irfft(spectrum / np.sqrt(f), n)
+    return (x / np.sqrt(np.mean(x * x))).astype(np.float32)
+
+
+def _noises(folder: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(7)
+    n = 5 * SR
+    t = np.arange(n) / SR
+    hum = sum(0.3 / k * np.sin(2 * np.pi * 50 * k * t) for k in (1, 2, 3, 5))
+    cases = {
+        "digital_silence": np.zeros(n, np.float32),
+        "pink_noise_-26dB": 0.05 * _pink(n, rng),
+        "pink_noise_-14dB": 0.2 * _pink(n, rng),
+        "hum_50Hz": np.asarray(hum, np.float32),
+    }
+    out = {}
+    for name, audio in cases.items():
+        out[name] = folder / f"{name}.wav"
+        sf.write(out[name], audio, SR, subtype="PCM_16")
+    return out
+
+
+def test_silence_noise_and_hum_give_no_text(runner: FileTranscriber, tmp_path: Path) -> None:
+    for name, path in _noises(tmp_path).items():
+        live = runner.run_live(str(path), speed=2.0)
+        assert live.error is None, (name, live.error)
+        assert live.segments == [], (name, [s.text for s in live.segments])
+        assert live.stats.partial_texts == [], (name, live.stats.partial_texts)
+
+
+def test_a_dialogue_streams_partials_commits_and_speaker_labels(runner: FileTranscriber) -> None:
+    clip = clips()["ptbr_dlg_mixed_4spk"]
+    live = runner.run_live(str(clip_path(clip["id"])), language="pt")
+    assert live.error is None
+    ref = normalize(clip["transcript"])
+    hyp = normalize(" ".join(s.text for s in live.segments))
+    wer = edit_distance(ref, hyp) / len(ref)
+    assert wer <= 0.35, (wer, hyp)
+    # partial text while each phrase is spoken, and at most every ~1.5 s during speech
+    assert len(live.stats.partial_texts) >= 5
+    gaps = np.diff(live.stats.partial_times)
+    assert np.median(gaps[gaps < 4.0]) <= 1.6
+    # speaker turns arrive while the stream runs, then the offline pass refines them
+    assert live.stats.label_delay_s and max(live.stats.label_delay_s) <= 4.0
+    reference_speakers = int(clip["n_speakers"])
+    assert live.refined is not None
+    assert len({t.speaker for t in live.refined}) >= reference_speakers
+    # the refined labels reuse the live ones (names given during the session stay)
+    assert {t.speaker for t in live.refined} & {t.speaker for t in live.turns}
+    # committed segments never overlap and keep their order
+    ends = [s.end for s in live.segments]
+    starts = [s.start for s in live.segments]
+    assert all(a <= b + 1e-6 for a, b in zip(ends, starts[1:], strict=False))
