@@ -104,16 +104,25 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:5.1f}"
 
 
-def run_bench(cfg: Config, args: argparse.Namespace) -> int:
+def load_corpus(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]] | None:
+    """The corpus folder and its clips (filtered by --clips); None after a one-line error."""
     corpus: Path = args.corpus or DEFAULT_CORPUS
     manifest_path = corpus / "manifest.json"
     if not manifest_path.is_file():
         print(f"transcrevai: {manifest_path}: no corpus manifest here (use --corpus DIR)",
               file=sys.stderr)
-        return 2
+        return None
     clips = json.loads(manifest_path.read_text())["clips"]
     if args.clips:
         clips = [c for c in clips if args.clips in c["id"]]
+    return corpus, clips
+
+
+def run_bench(cfg: Config, args: argparse.Namespace) -> int:
+    loaded = load_corpus(args)
+    if loaded is None:
+        return 2
+    corpus, clips = loaded
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     metric = DiarizationErrorRate(collar=0.5, skip_overlap=False)  # collar = total width

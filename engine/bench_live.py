@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
 
-from engine.bench import DEFAULT_CORPUS, _annotation, _pct, _uem, edit_distance, normalize
+from engine.bench import _annotation, _pct, _uem, edit_distance, load_corpus, normalize
 from engine.bench import read_rttm as read_rttm_turns
 from engine.config import Config
 from engine.messages import SpeakerTurn
@@ -83,15 +81,10 @@ def _cpu_seconds(engine: Engine) -> float:
 
 
 def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
-    corpus: Path = args.corpus or DEFAULT_CORPUS
-    manifest = corpus / "manifest.json"
-    if not manifest.is_file():
-        print(f"transcrevai: {manifest}: no corpus manifest here (use --corpus DIR)",
-              file=sys.stderr)
+    loaded = load_corpus(args)
+    if loaded is None:
         return 2
-    clips = json.loads(manifest.read_text())["clips"]
-    if args.clips:
-        clips = [c for c in clips if args.clips in c["id"]]
+    corpus, clips = loaded
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     m_live = DiarizationErrorRate(collar=0.5, skip_overlap=False)
