@@ -88,3 +88,38 @@ def test_a_dialogue_streams_partials_commits_and_speaker_labels(runner: FileTran
     ends = [s.end for s in live.segments]
     starts = [s.start for s in live.segments]
     assert all(a <= b + 1e-6 for a, b in zip(ends, starts[1:], strict=False))
+
+
+def test_bench_live_reports_latency_and_partials_as_json() -> None:
+    import json
+
+    from tests.conftest import ROOT, run_cli
+
+    proc = run_cli("bench", "--live", "--corpus", str(ROOT / "tests/data"), "--clips",
+                   "ptbr_fleurs_000", "--json")
+    assert proc.returncode == 0, proc.stderr
+    pooled = json.loads(proc.stdout)["pooled"]
+    for key in ("latency_p50_s", "latency_p95_s", "label_delay_p50_s", "partial_interval_s",
+                "wer", "peak_rss_mb", "cpu_percent"):
+        assert isinstance(pooled[key], float | int), key
+    assert pooled["wer"] <= 0.3
+    assert 0 < pooled["latency_p50_s"] <= pooled["latency_p95_s"] < 10
+    assert pooled["overflows"] == 0
+
+
+def test_a_missing_microphone_is_one_line_and_replay_still_works(tmp_path: Path) -> None:
+    cfg = _config(tmp_path).replace("live", device="no-such-microphone-xyz")
+    with Engine(cfg) as engine:
+        r = FileTranscriber(engine)
+        r.wait_ready()
+        live = r.start_live(None)
+        deadline = 30.0
+        while not live.done and deadline > 0:
+            r.pump(0.1)
+            deadline -= 0.1
+        assert live.error is not None and "\n" not in live.error
+        assert "no-such-microphone-xyz" in live.error or "PortAudio" in live.error
+        assert not list(tmp_path.glob("*.wav"))  # no empty recording left behind
+        r.live = None
+        res = r.transcribe(str(clip_path("ptbr_fleurs_000")))
+        assert res.ok and res.transcript.segments

@@ -283,9 +283,9 @@ class CaptureHandler:
             mic.start()
         except MicError as exc:
             if not m.ever_opened:  # no microphone at all: say so once, end the stream
-                yield StreamError(m.sid, str(exc))
                 m.recorder.close()
                 Path(m.path).unlink(missing_ok=True)
+                yield StreamError(m.sid, str(exc))
                 m.stopping = True
                 yield from self._stop_mic(m, announce=False)
                 return
