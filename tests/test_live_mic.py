@@ -180,3 +180,67 @@ def test_capture_killed_mid_session_keeps_the_recording_and_resumes(mic_env: VMi
     kill_s = len(before) / SR
     assert any(s.end <= kill_s for s in live.segments)
     assert any(s.start >= kill_s for s in live.segments)
+
+
+def test_microphone_lost_mid_session_is_retried_and_the_session_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sound server dies mid-session (the device disappears): what was recorded stays,
+    the state says so, capture retries with backoff, and recording resumes into the same
+    WAV once the server is back."""
+    import os
+    import signal
+    import subprocess
+
+    require_vmic()
+    try:
+        mic = start_vmic(reuse=False)  # a server of our own: this test kills it
+    except VMicError as exc:
+        pytest.fail(f"virtual mic failed to start: {exc}", pytrace=False)
+    for key, value in mic.env.items():
+        monkeypatch.setenv(key, value)
+    statuses: list[MicStatus] = []
+    try:
+        with Engine(_config(tmp_path)) as engine:
+            runner = FileTranscriber(engine, on_event=lambda ev: statuses.append(ev)
+                                     if isinstance(ev, MicStatus) else None)
+            runner.wait_ready()
+            live = runner.start_live(None, "pt")
+            while live.mic_state != "recording":
+                runner.pump(0.05)
+            player = mic.play_async(clip_path(DIALOGUE))
+            while live.recorded_s < 8.0:
+                runner.pump(0.05)
+            pid = int((Path(mic.env["VMIC_DIR"]) / "pulse" / "pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+            player.wait(10)
+            lost_at = time.monotonic()
+            while live.mic_state != "lost":
+                assert time.monotonic() - lost_at < 10, "loss not noticed"
+                runner.pump(0.05)
+            recorded_at_loss = sf.info(live.path).frames
+            time.sleep(1.0)
+            restarted = subprocess.run(["bash", str(Path(__file__).parent.parent / ".ci/vmic"),
+                                        "start"], env={**os.environ, **mic.env},
+                                       capture_output=True, text=True, timeout=30)
+            assert restarted.returncode == 0, restarted.stderr
+            while live.mic_state != "recording":
+                assert time.monotonic() - lost_at < 30, "microphone not resumed"
+                runner.pump(0.05)
+            mic.play(_played()[: 6 * SR])  # more speech after the server came back
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                runner.pump(0.05)
+            runner.stop_live()
+            while not live.done:
+                runner.pump(0.05)
+            capture_restarts = {w.role: w.restarts for w in engine.metrics().workers}["capture"]
+    finally:
+        mic.stop()
+    lost = [s for s in statuses if s.state == "lost"]
+    assert lost and "\n" not in lost[0].detail and lost[0].retry_in > 0
+    assert capture_restarts == 0  # a lost device is not a crashed worker
+    audio, _ = sf.read(live.path, dtype="float32")
+    assert len(audio) >= recorded_at_loss + 5 * SR  # kept, then more after the return
+    _, ncc = _alignment(audio[:recorded_at_loss], _played()[: 6 * SR])
+    assert ncc >= 0.99
+    assert any(s.start >= recorded_at_loss / SR for s in live.segments)
