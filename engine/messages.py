@@ -113,6 +113,11 @@ class StopStream:
 
 
 @dataclass(frozen=True)
+class ListDevices:
+    """To capture: report the input devices (PortAudio lives in that process only)."""
+
+
+@dataclass(frozen=True)
 class StreamStart:
     """First message of a stream to the audio consumers: per-stream options."""
 
@@ -187,8 +192,8 @@ class Shutdown:
     """Finish nothing more; exit the worker loop."""
 
 
-WorkerInput = (OpenFile | StopStream | StreamStart | AudioChunk | EndOfStream | Acked | Resend
-               | Attach | Pause | Shutdown)
+WorkerInput = (OpenFile | StopStream | ListDevices | StreamStart | AudioChunk | EndOfStream
+               | Acked | Resend | Attach | Pause | Shutdown)
 
 
 # ---------------------------------------------------------------- events to the engine
@@ -257,6 +262,14 @@ class MicStatus:
     detail: str = ""
     retry_in: float = 0.0
     path: str = ""  # the session's WAV
+
+
+@dataclass(frozen=True)
+class InputDevices:
+    """The microphones capture can open: (device id for config/OpenFile, label)."""
+
+    devices: tuple[tuple[str, str], ...]
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -353,6 +366,6 @@ class EngineMetrics:
 
 EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
-    | MicStatus | MicLevel | WorkerStatus | Heartbeat | WorkerError | FaultDue | FaultFired
-    | EngineMetrics
+    | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError | FaultDue
+    | FaultFired | EngineMetrics
 )

@@ -128,13 +128,14 @@ class FileTranscriber:
 
     # -------------------------------------------------------------- live streams
     def start_live(self, source: str | None = None, language: str | None = None,
-                   speed: float = 1.0, journal: bool = True) -> LiveStream:
+                   speed: float = 1.0, journal: bool = True,
+                   device: str | None = None) -> LiveStream:
         """Start recording from the microphone (source None) or feed a file at real-time
         pace through the live path; events then update `self.live` as `pump` runs."""
         if self._down:
             raise EngineFailure(next(iter(self._down.values())))
         if source is None:
-            sid, path = self.engine.open_mic(language=language)
+            sid, path = self.engine.open_mic(device, language)
             live = LiveStream(sid, path, mic=True)
             if journal:
                 live.journal = Journal(journal_path(path))

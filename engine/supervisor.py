@@ -36,6 +36,7 @@ from engine.messages import (
     FaultDue,
     FaultSpec,
     Heartbeat,
+    ListDevices,
     OpenFile,
     Pause,
     Resend,
@@ -325,6 +326,10 @@ class Engine:
         self._pending_open[msg.stream_id] = msg
         self._send("capture", msg)
         return msg.stream_id
+
+    def list_devices(self) -> None:
+        """Ask capture for the input devices; an InputDevices event answers."""
+        self._send("capture", ListDevices())
 
     def stop_stream(self, stream_id: int) -> None:
         """Stop a microphone stream; its last results follow."""

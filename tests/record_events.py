@@ -1,6 +1,8 @@
 """Record the engine's event stream for a real run, for the console's snapshot tests.
 
-    python -m tests.record_events CLIP OUT.jsonl [ROLE:KIND:AFTER_S]
+    python -m tests.record_events CLIP OUT.jsonl [ROLE:KIND:AFTER_S | --live]
+
+--live plays the clip through the live path at real-time pace (partials, live speaker turns).
 
 Heartbeats are left out (the console shows the supervisor's metrics instead).
 """
@@ -21,10 +23,15 @@ from engine.supervisor import Engine
 def record(clip: str, faults: list[str]) -> list[EngineEvent]:
     cfg = load_config()
     events: list[EngineEvent] = []
+    live = "--live" in faults
+    faults = [f for f in faults if f != "--live"]
     with Engine(cfg, faults=[parse_fault(f) for f in faults]) as engine:
         runner = FileTranscriber(engine, on_event=events.append)
         runner.wait_ready()
-        runner.transcribe(clip)
+        if live:
+            runner.run_live(clip, "pt")
+        else:
+            runner.transcribe(clip)
     return [e for e in events if not isinstance(e, Heartbeat)]
 
 

@@ -10,7 +10,14 @@ import pytest
 
 from engine import eventlog
 from engine.config import load_config
-from engine.messages import EngineEvent, WorkerState, WorkerStatus
+from engine.messages import (
+    DiarizationResult,
+    EngineEvent,
+    PartialResult,
+    TranscriptResult,
+    WorkerState,
+    WorkerStatus,
+)
 from tests.conftest import DATA
 from tui.app import TranscrevApp
 
@@ -30,6 +37,29 @@ def _until_restarting(events: list[EngineEvent]) -> list[EngineEvent]:
         if isinstance(ev, WorkerStatus) and ev.state == WorkerState.RESTARTING:
             return events[: i + 1]
     raise AssertionError("the recorded stream has no restart")
+
+
+def _until_partial(events: list[EngineEvent], commits: int = 4) -> list[EngineEvent]:
+    """Cut a live stream where a phrase is being spoken after `commits` committed ones."""
+    done = 0
+    speakers: set[str] = set()
+    for i, ev in enumerate(events):
+        if isinstance(ev, TranscriptResult):
+            done += len(ev.segments)
+        if isinstance(ev, DiarizationResult):
+            speakers |= {t.speaker for t in ev.turns}
+        if isinstance(ev, PartialResult) and ev.text and done >= commits and len(speakers) > 1:
+            return events[: i + 1]
+    raise AssertionError("the recorded live stream has no partial after enough commits")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_live_replay_with_a_partial_line(snap_compare: Callable[..., bool],
+                                         size: tuple[int, int]) -> None:
+    """A recording replayed through the live path: committed lines by speaker, and the
+    phrase being spoken below them in its own style."""
+    events = _until_partial(_events("events_dlg_live.jsonl"))
+    assert snap_compare(_app(events), terminal_size=size)
 
 
 @pytest.mark.parametrize("size", SIZES)

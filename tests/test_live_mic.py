@@ -72,6 +72,7 @@ def _wer(text: str) -> float:
 async def test_console_records_a_dialogue_from_the_microphone(mic_env: VMic,
                                                               tmp_path: Path) -> None:
     from tui.app import TranscrevApp
+    from tui.screens.choose import ChooseScreen
 
     app = TranscrevApp(_config(tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -108,6 +109,15 @@ async def test_console_records_a_dialogue_from_the_microphone(mic_env: VMic,
         text = " ".join(s.text for s in app.state.segments)
         committed = [s.text for s in app.state.raw_segments]
         speakers = set(app.state.speakers)
+        # `d` lists the input devices capture can open; the choice is used by the next `r`
+        await pilot.press("d")
+        deadline = time.monotonic() + 15
+        while not isinstance(app.screen, ChooseScreen):
+            assert time.monotonic() < deadline, "no device list"
+            await pilot.pause(0.1)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.device is not None and app.device.isdigit()
 
     # the recording is the audio that was played (a real capture path, not a copy)
     recorded, rate = sf.read(str(wav), dtype="float32")

@@ -21,6 +21,7 @@ from engine.config import Config
 from engine.export import FORMATS, render
 from engine.messages import (
     EngineEvent,
+    InputDevices,
     MicStatus,
     StreamError,
     WorkerError,
@@ -66,6 +67,7 @@ class TranscrevApp(App[None]):
         Binding("left_square_bracket", "previous_match", "Prev", show=False),
         Binding("escape", "clear_search", "Clear", show=False),
         Binding("l", "language", "Lang"),
+        Binding("d", "device", "Mic", show=False),
         Binding("g", "toggle_gauges", "Gauges"),
         Binding("p", "toggle_panes", "Speakers"),
         Binding("question_mark", "help", "Help"),
@@ -88,6 +90,7 @@ class TranscrevApp(App[None]):
         self.language = config.transcription.language  # for the next recording opened
         self.exported: list[Path] = []
         self._mic_was_lost = False
+        self.device: str | None = None  # None: config's [live] device
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.state, id="status")
@@ -153,6 +156,8 @@ class TranscrevApp(App[None]):
             case MicStatus(state="recording") if self.state.mic_state == "recording" and \
                     self._mic_was_lost:
                 self.notify("microphone back; recording resumed", title="Microphone")
+            case InputDevices(devices=devices, error=error):
+                self._choose_device(devices, error)
             case MicStatus(state="stopped", path=path):
                 self.notify(f"saved {path}", title="Recording")
             case WorkerError(message=msg, fatal=True, pid=0):  # raised by the bridge
@@ -205,7 +210,7 @@ class TranscrevApp(App[None]):
         if self.state.paused:
             self.state.paused = False
             self.bridge.pause(False)
-        self.bridge.record(language=self.language)
+        self.bridge.record(language=self.language, device=self.device)
         self.notify("recording from the microphone")
 
     def action_pause(self) -> None:
@@ -314,6 +319,28 @@ class TranscrevApp(App[None]):
             self.state.search("")
             self._sync_transcript()
             self.refresh_gauges()
+
+    def action_device(self) -> None:
+        """Pick the microphone for the next recording (the list comes from capture)."""
+        if self.bridge is None:
+            self.notify("The engine is not running.", severity="error")
+            return
+        self.bridge.list_devices()
+
+    def _choose_device(self, devices: tuple[tuple[str, str], ...], error: str) -> None:
+        if error or not devices:
+            self.notify(error or "no input devices found", title="Microphone",
+                        severity="error")
+            return
+
+        def chosen(device: str | None) -> None:
+            if device is not None:
+                self.device = device
+                label = dict(devices).get(device, device)
+                self.notify(f"next recording uses {label}", title="Microphone")
+
+        self.push_screen(ChooseScreen("Microphone for the next recording", list(devices)),
+                         chosen)
 
     def action_language(self) -> None:
         options = [(code, label) for code, label in LANGUAGES]

@@ -34,6 +34,7 @@ class OpenCommand:
 @dataclass(frozen=True)
 class RecordCommand:
     language: str | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,14 @@ class EngineBridge(threading.Thread):
              speed: float = 1.0) -> None:
         self.commands.put(OpenCommand(path, realtime, language, speed))
 
-    def record(self, language: str | None = None) -> None:
+    def record(self, language: str | None = None, device: str | None = None) -> None:
         """Start a microphone session (WAV + journal under recordings/)."""
-        self.commands.put(RecordCommand(language))
+        self.commands.put(RecordCommand(language, device))
+
+    def list_devices(self) -> None:
+        """Thread-safe (like pause): capture answers with an InputDevices event."""
+        if self.engine is not None:
+            self.engine.list_devices()
 
     def stop_recording(self) -> None:
         self.commands.put(StopRecordingCommand())
@@ -113,7 +119,7 @@ class EngineBridge(threading.Thread):
                             runner.transcribe(cmd.path, realtime=cmd.realtime,
                                               language=cmd.language, speed=cmd.speed)
                         case RecordCommand() if runner.live is None:
-                            runner.start_live(None, cmd.language)
+                            runner.start_live(None, cmd.language, device=cmd.device)
                         case StopRecordingCommand():
                             runner.stop_live()
                         case _:

@@ -33,6 +33,8 @@ from engine.messages import (
     AudioChunk,
     EndOfStream,
     EngineEvent,
+    InputDevices,
+    ListDevices,
     MicLevel,
     MicStatus,
     OpenFile,
@@ -125,6 +127,8 @@ class CaptureHandler:
                 yield from self._open_mic(msg)
             case OpenFile():
                 yield from self._open(msg)
+            case ListDevices():
+                yield self._devices()
             case StopStream(stream_id=sid) if sid in self.mics:
                 self.mics[sid].stopping = True
             case Acked(role=role, stream_id=sid, upto_sample=upto) if sid in self.mics:
@@ -213,6 +217,19 @@ class CaptureHandler:
         self.mics[sid] = m
         for c in consumers.values():
             c.put(StreamStart(sid, m.language, c.epoch, c.skip_below, live=True, path=m.path))
+
+    def _devices(self) -> InputDevices:
+        from engine.audio.mic import list_input_devices
+
+        try:
+            if not any(m.mic is not None for m in self.mics.values()):
+                rescan(wait_s=0.5)  # see devices plugged in since start (never mid-recording)
+            found = list_input_devices()
+        except MicError as exc:
+            return InputDevices((), str(exc))
+        return InputDevices(tuple(
+            (str(d.index), f"{d.name} ({d.default_samplerate:.0f} Hz"
+                           f"{', default' if d.is_default else ''})") for d in found))
 
     def _read_wav(self, path: str, start: int, stop: int) -> Iterator[np.ndarray]:
         import soundfile as sf

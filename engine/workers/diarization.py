@@ -36,6 +36,7 @@ class DiarizationHandler:
         self.live: dict[int, Any] = {}  # stream -> OnlineDiarizer
         self.live_turns: dict[int, list[SpeakerTurn]] = {}
         self.live_paths: dict[int, str] = {}
+        self.live_work: dict[int, tuple[float, float]] = {}  # since the last result
 
     def load(self) -> str:
         from engine.diarization.pipeline import DiarizationParams, Diarizer
@@ -116,12 +117,15 @@ class DiarizationHandler:
         t0 = time.perf_counter()
         turns = self._shift(online.feed(fresh), self._origin(sid, st))
         self.live_turns[sid] += turns
+        work, audio = self.live_work.get(sid, (0.0, 0.0))
+        work, audio = work + time.perf_counter() - t0, audio + len(fresh) / SAMPLE_RATE
         if turns or msg.seq % 10 == 0:
             settled = self._origin(sid, st) + int(online.processed_s * SAMPLE_RATE)
             self.table.published[sid] = settled
-            yield DiarizationResult(sid, tuple(turns), settled, False,
-                                    work_s=time.perf_counter() - t0,
-                                    audio_s=len(fresh) / SAMPLE_RATE, incremental=True)
+            yield DiarizationResult(sid, tuple(turns), settled, False, work_s=work,
+                                    audio_s=audio, incremental=True)
+            work, audio = 0.0, 0.0
+        self.live_work[sid] = (work, audio)
 
     def _origin(self, sid: int, st: StreamBuffer) -> int:
         """Stream offset where this process's online diarizer started (a restart resumes)."""
@@ -136,6 +140,7 @@ class DiarizationHandler:
 
     def _live_end(self, sid: int, st: StreamBuffer, total: int) -> Iterator[EngineEvent]:
         online = self.live.pop(sid)
+        self.live_work.pop(sid, None)
         origin = st.start_sample - online._n
         t0 = time.perf_counter()
         last = self._shift(online.flush(), origin)

@@ -19,6 +19,7 @@ KEYS = (
     ("] [", "next / previous match"),
     ("esc", "clear the search"),
     ("l", "language"),
+    ("d", "microphone (input device)"),
     ("g", "show / hide worker gauges"),
     ("p", "per-speaker panes"),
     ("?", "this help"),
