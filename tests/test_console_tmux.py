@@ -65,3 +65,43 @@ def test_replay_in_tmux_shows_speakers_text_and_gauges_then_quits(tmp_path: Path
                     and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     finally:
         _tmux("kill-server")
+
+
+def test_live_in_tmux_records_from_the_mic_and_quits_after_confirming(tmp_path: Path) -> None:
+    """`transcrevai live` starts recording at once; q asks first, y stops and keeps the WAV."""
+    from tests.vmic import VMicError, require_vmic, start_vmic
+
+    require_vmic()
+    try:
+        mic = start_vmic()
+    except VMicError as exc:
+        pytest.fail(f"virtual mic failed to start: {exc}", pytrace=False)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[paths]\nmodels_dir = "{ROOT / "models"}"\n'
+                      f'recordings_dir = "{tmp_path}"\nlog_dir = "{tmp_path}/logs"\n')
+    exe = Path(sys.executable).with_name("transcrevai")
+    marker = tmp_path / "exit-code"
+    cmd = f"cd {ROOT} && {exe} --config {config} live; echo $? > {marker}"
+    _tmux("kill-server")
+    env = [x for k, v in mic.env.items() for x in ("-e", f"{k}={v}")]
+    _tmux("new-session", "-d", *env, "-s", "s", "-x", "100", "-y", "30", cmd)
+    try:
+        screen = _screen_until(lambda s: "REC" in s, 30)
+        assert "REC" in screen, screen
+        mic.play(clip_path("ptbr_fleurs_000"))
+        screen = _screen_until(lambda s: "informações" in s or "informacoes" in s, 30)
+        assert "SPEAKER_00" in screen or "informa" in screen, screen
+        _tmux("send-keys", "-t", "s", "q")
+        screen = _screen_until(lambda s: "Stop and quit" in s, 10)
+        assert "Recording is in progress" in screen
+        _tmux("send-keys", "-t", "s", "y")
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.read_text().strip() == "0"
+        wavs = list(tmp_path.glob("*.wav"))
+        assert len(wavs) == 1 and wavs[0].stat().st_size > 16000 * 2 * 10
+        assert wavs[0].with_suffix(".jsonl").read_text().count('"segment"') >= 1
+    finally:
+        _tmux("kill-server")
+        mic.stop()

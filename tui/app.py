@@ -75,6 +75,7 @@ class TranscrevApp(App[None]):
     ]
 
     def __init__(self, config: Config, replay: str | None = None, speed: float = 1.0,
+                 record: bool = False,
                  events: Sequence[EngineEvent] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`events`: a recorded event stream to show instead of running the engine, and
@@ -84,6 +85,7 @@ class TranscrevApp(App[None]):
         self.clock = clock
         self.state = ConsoleState(language=config.transcription.language)
         self.replay = replay
+        self.record_at_start = record  # `transcrevai live`
         self.speed = speed  # 0: as fast as the engine goes
         self.recorded = list(events) if events is not None else None
         self.bridge: EngineBridge | None = None
@@ -112,7 +114,9 @@ class TranscrevApp(App[None]):
     def _start_engine(self) -> None:
         self.bridge = EngineBridge(self.config, self._post_from_thread)
         self.bridge.start()
-        if self.replay:
+        if self.record_at_start:
+            self.action_record()
+        elif self.replay:
             self.bridge.open(self.replay, realtime=self.speed > 0, speed=self.speed or 1.0,
                              language=self.language)
 

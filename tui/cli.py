@@ -24,9 +24,7 @@ def run_console(cfg: Config, args: argparse.Namespace) -> int:
     from tui.app import TranscrevApp
 
     app = TranscrevApp(cfg, replay=getattr(args, "file", None),
-                       speed=SPEEDS[getattr(args, "speed", "1")])
-    if args.command == "live":
-        app.call_after_refresh(app.action_record)
+                       speed=SPEEDS[getattr(args, "speed", "1")], record=args.command == "live")
     app.run()
     return cli.EXIT_OK
 
