@@ -103,6 +103,11 @@ class EngineBridge(threading.Thread):
             self.post([WorkerError("capture", 0, f"engine failed: {exc}", fatal=True)])
 
     def _run(self) -> None:
+        from engine.audio.recorder import repair_recordings
+
+        # a session cut short by a crash or power cut: make its WAV whole before anything
+        for path in repair_recordings(self.config.paths.recordings_dir):
+            log.warning("repaired the header of %s (an interrupted recording)", path)
         engine = self.engine = Engine(self.config, diarization=self.config.diarization.enabled)
         try:
             engine.start()
