@@ -11,15 +11,19 @@ window + incremental clustering), written for this project:
    now: the model saw them with that much right context. Each local speaker's activity is cut
    at pauses into pieces (as offline: one local label may hold two voices across a pause);
    the pieces that touch the settle region are labelled.
-3. A piece that continues a piece of the previous window (shared speech frames) inherits its
-   global speaker and embedding; a piece is (re-)embedded with CAM++ only when it is new or
-   its clean speech has grown by ``regrow``, which keeps CPU small (speaker changes cost an
-   embedding, long turns a few). Pieces then pick the most similar global speaker centroid
-   (cosine, a small bonus for the inherited one), most confident first, never the speaker of
-   a piece of another local speaker talking at the same time; below ``delta_new`` a piece
-   with enough speech founds a new speaker. A centroid is the speech-weighted mean of the
-   latest embedding of each piece assigned to it (a re-embedded piece replaces its earlier
-   contribution rather than adding to it).
+3. A piece that continues one piece of the previous window (one-to-one, most shared speech
+   frames) inherits its global speaker and embedding; a piece is (re-)embedded with CAM++
+   only when it is new or its speech has grown by ``regrow``, which keeps CPU small (speaker
+   changes cost an embedding, long turns a few). A piece without a new embedding keeps its
+   speaker. The others pick the most similar global centroid (cosine, ``continuity_bonus``
+   for the speaker they had), most confident first, never the speaker of a piece of another
+   local speaker talking at the same time. Below ``delta_new`` a piece with ``min_new_s`` of
+   speech founds a new speaker; a shorter one is assigned tentatively (or left unlabelled if
+   it talks over every known speaker) and decides once it has enough speech. A centroid is
+   the speech-weighted mean of the latest embedding of each piece assigned to it (a
+   re-embedded piece replaces its earlier share, and is judged against its speaker without
+   that share, so a speaker founded on a short or overlapped first embedding is refined
+   rather than duplicated).
 4. Settled frames become turns. Pauses shorter than ``min_duration_off`` are bridged when the
    window shows the same local speaker resuming, so long turns come out as contiguous pieces
    of about one step each; each stretch of audio is labelled exactly once.
@@ -96,7 +100,7 @@ class OnlineParams:
     regrow: float = 2.0
     delta_new: float = 0.4
     min_new_s: float = 1.0
-    continuity_bonus: float = 0.1
+    continuity_bonus: float = 0.2
     continuity: float = 0.5
     min_update_s: float = 0.5
     min_duration_off: float = 0.5
@@ -107,6 +111,7 @@ class _Track:
     """A piece as last seen: its speech frames (global indices), speaker and embedding."""
 
     frames: np.ndarray
+    local: int = -1  # local speaker in its window
     speaker: int = -1
     vector: np.ndarray | None = None
     embedded: int = 0  # speech frames behind ``vector``
@@ -143,6 +148,8 @@ class OnlineDiarizer:
         params: OnlineParams = OnlineParams(),  # noqa: B008 - frozen, so shared is safe
         threads: int = 1,
     ) -> None:
+        if params.window_s < params.latency_s + params.step_s + 1.0:
+            raise ValueError("window_s must exceed latency_s + step_s by at least 1 s")
         self.params = params
         self._seg = _session(Path(segmentation_path), threads)
         self._emb = _session(Path(embedding_path), threads)
@@ -160,6 +167,7 @@ class OnlineDiarizer:
         self._settled = 0  # frames [0, _settled) are settled
         self._done = False
         self._tracks: list[_Track] = []
+        self._prev_end = 0  # global frame after the last window's frames
         self._speakers: list[_Speaker] = []
         self._contrib: dict[int, tuple[int, np.ndarray, float]] = {}  # id -> speaker, vec, w
         self._next_contrib = 0
@@ -174,14 +182,23 @@ class OnlineDiarizer:
             return self._n / SAMPLE_RATE
         if self._settled == 0:
             return 0.0
+        # exact (turn times are rounded to 1 ms and may pass it by up to 0.5 ms)
         return min(self._n, self._settled * SEG_STEP + _FRAME_LO) / SAMPLE_RATE
+
+    @property
+    def samples_fed(self) -> int:
+        """Samples given to feed() so far (a restarted worker offsets its turns by this)."""
+        return self._n
 
     def feed(self, samples: np.ndarray) -> list[SpeakerTurn]:
         """Append 16 kHz mono audio; returns the turns settled by it (often none), so that a
         live view can label speech about ``latency_s`` + ``step_s`` after it was spoken."""
         if self._done:
             raise RuntimeError("feed() after flush()")
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        x = np.asarray(samples).reshape(-1)
+        if np.issubdtype(x.dtype, np.integer):  # PCM: scale to [-1, 1]
+            x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+        x = x.astype(np.float32, copy=False)
         self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
         self._n += x.shape[0]
         out: list[SpeakerTurn] = []
@@ -245,16 +262,20 @@ class OnlineDiarizer:
         if g0 < 0:  # frames before the stream start (padding) hold nobody
             act[: min(nfr, -g0)] = False
         pieces = self._pieces(act, lo_f, hi_f)
-        self._match_tracks(pieces, g0, act)
+        self._match_tracks(pieces, g0)
         feats = _LazyFbank(wav)
         alone = act.sum(axis=1) == 1
         for pc in pieces:
-            self._maybe_embed(pc, act, alone, feats, g0)
+            self._maybe_embed(pc, act, alone, feats)
         self._assign(pieces)
         for pc in pieces:
             assert pc.track is not None
             pc.track.frames = (np.flatnonzero(pc.mask) + g0).astype(np.int64)
         self._tracks = [pc.track for pc in pieces if pc.track is not None]
+        self._prev_end = g0 + nfr
+        # shares of ended pieces stay in their centroids for good; forget their bookkeeping
+        alive = {t.contribution for t in self._tracks}
+        self._contrib = {k: v for k, v in self._contrib.items() if k in alive}
         turns = self._emit(pieces, act, lo_f, hi_f, g0, end if final else None)
         self._settled = upto
         return turns
@@ -290,35 +311,36 @@ class OnlineDiarizer:
                     out.append(_Piece(k, a, b, mask))
         return out
 
-    def _match_tracks(self, pieces: list[_Piece], g0: int, act: np.ndarray) -> None:
-        """Each piece continues the previous window's piece it shares most speech with."""
-        claimed: set[int] = set()
-        for pc in pieces:
+    def _match_tracks(self, pieces: list[_Piece], g0: int) -> None:
+        """Each piece continues at most one piece of the previous window, one it shares most
+        speech with (one-to-one: two local speakers talking over each other stay apart)."""
+        gain = np.zeros((len(pieces), len(self._tracks)))
+        for i, pc in enumerate(pieces):
             frames = np.flatnonzero(pc.mask) + g0
-            best, best_common = None, 0
-            for ti, tr in enumerate(self._tracks):
+            mine = int((frames < self._prev_end).sum())
+            for j, tr in enumerate(self._tracks):
                 if tr.frames.size == 0 or tr.frames[-1] < frames[0] or tr.frames[0] > frames[-1]:
                     continue
                 common = np.intersect1d(tr.frames, frames, assume_unique=True).shape[0]
-                # on the frames both windows could see, most speech of each must be shared
-                # (a piece the last window merged with another voice does not continue it)
-                mine = int((frames <= tr.frames[-1]).sum())
+                # on the frames both windows saw, most speech of each must be shared (a piece
+                # the last window merged with another voice does not continue it)
                 theirs = int((tr.frames >= g0).sum())
-                need = self.params.continuity * max(1, mine, theirs)
-                if common >= need and common > best_common:
-                    best, best_common = ti, common
-            if best is None:
-                pc.track = _Track(frames=np.zeros(0, dtype=np.int64))
+                if common >= self.params.continuity * max(1, mine, theirs):
+                    gain[i, j] = common + (0.5 if tr.local == pc.local else 0.0)
+        rows, cols = linear_sum_assignment(-gain) if gain.size else ([], [])
+        for pc in pieces:
+            pc.track = _Track(frames=np.zeros(0, dtype=np.int64), local=pc.local)
+        for i, j in zip(rows, cols, strict=True):
+            if gain[i, j] <= 0:
                 continue
-            old = self._tracks[best]
-            pc.track = _Track(frames=old.frames, speaker=old.speaker, vector=old.vector,
-                              embedded=old.embedded, tentative=old.tentative)
-            if best not in claimed:  # only one successor takes over the centroid share
-                pc.track.contribution = old.contribution
-                claimed.add(best)
+            old = self._tracks[j]
+            pieces[i].track = _Track(
+                frames=old.frames, local=pieces[i].local, speaker=old.speaker,
+                vector=old.vector, embedded=old.embedded, contribution=old.contribution,
+                tentative=old.tentative)
 
     def _maybe_embed(
-        self, pc: _Piece, act: np.ndarray, alone: np.ndarray, feats: _LazyFbank, g0: int
+        self, pc: _Piece, act: np.ndarray, alone: np.ndarray, feats: _LazyFbank
     ) -> None:
         """(Re-)embed a piece that is new or whose speech has grown enough."""
         p = self.params
@@ -391,7 +413,9 @@ class OnlineDiarizer:
                 else:
                     s[own] = float(rest @ tr.vector) / norm
             if tr.speaker in live and not tr.tentative:
-                s[live.index(tr.speaker)] += p.continuity_bonus
+                # no new embedding, no new evidence: keep the speaker (unless a co-talking
+                # piece claims it); with one, the speaker it had gets a small bonus
+                s[live.index(tr.speaker)] += p.continuity_bonus if tr.fresh else 2.0
             scores.append(s)
         order = sorted(range(len(pieces)),
                        key=lambda i: -float(scores[i].max()) if scores[i].size else 0.0)
@@ -407,9 +431,12 @@ class OnlineDiarizer:
             if free and (scores[i][free[0]] >= p.delta_new or not enough):
                 choice = live[free[0]]
                 tr.tentative = not enough and scores[i][free[0]] < p.delta_new
-            elif tr.vector is None:
-                choice, tr.tentative = -1, True  # nothing to found a speaker on
+            elif not enough:
+                # talks over every known speaker but too briefly to found one: unlabelled
+                # until it has enough speech (a spurious speaker would cost more)
+                choice, tr.tentative = -1, True
             else:
+                assert tr.vector is not None  # enough
                 choice, tr.tentative = len(self._speakers), False
                 self._speakers.append(_Speaker(total=np.zeros_like(tr.vector)))
                 live.append(choice)

@@ -129,8 +129,7 @@ class DiarizationHandler:
 
     def _origin(self, sid: int, st: StreamBuffer) -> int:
         """Stream offset where this process's online diarizer started (a restart resumes)."""
-        online = self.live[sid]
-        return st.start_sample - online._n if hasattr(online, "_n") else 0
+        return int(st.start_sample - self.live[sid].samples_fed)
 
     @staticmethod
     def _shift(turns: list[Any], origin: int) -> list[SpeakerTurn]:
@@ -141,7 +140,7 @@ class DiarizationHandler:
     def _live_end(self, sid: int, st: StreamBuffer, total: int) -> Iterator[EngineEvent]:
         online = self.live.pop(sid)
         self.live_work.pop(sid, None)
-        origin = st.start_sample - online._n
+        origin = st.start_sample - online.samples_fed
         t0 = time.perf_counter()
         last = self._shift(online.flush(), origin)
         live = self.live_turns.pop(sid, []) + last
