@@ -121,7 +121,9 @@ def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
                 _q(st.commit_latency_s, 0.95), _q(st.label_delay_s, 0.5),
                 _q(gaps, 0.5), st.commit_latency_s, st.label_delay_s, gaps,
                 runner.peak_rss_bytes / 2**20, st.overflows, live.error))
+        workers = {w.role: round(w.peak_rss_bytes / 2**20) for w in engine.metrics().workers}
     report = _pooled(rows, m_live, m_refined, cpu_s, wall_s)
+    report["worker_peak_rss_mb"] = workers
     if args.json:
         print(json.dumps({"clips": [{k: v for k, v in r.__dict__.items()
                                      if k not in ("latencies", "label_delays", "partial_gaps")}
@@ -140,14 +142,16 @@ def _pooled(rows: list[LiveRow], m_live: Any, m_refined: Any, cpu_s: float,
             wall_s: float) -> dict[str, Any]:
     pt = [r for r in rows if r.language.lower().startswith("pt") and not r.synthetic]
     words = sum(r.ref_words for r in pt)
-    lat = [x for r in rows for x in r.latencies]
-    delays = [x for r in rows for x in r.label_delays]
-    gaps = [x for r in rows for x in r.partial_gaps]
+    en = [r for r in rows if r.language.lower().startswith("en")]
+    real = [r for r in rows if not r.synthetic]  # synthetic clips are reported apart
+    lat = [x for r in real for x in r.latencies]
+    delays = [x for r in real for x in r.label_delays]
+    gaps = [x for r in real for x in r.partial_gaps]
     has_der = any(r.der_live is not None for r in rows)
     return {
         "wer": sum(r.errors for r in pt) / words if words else None,
         "wer_pt_real_clips": len(pt),
-        "der_live": abs(m_live) if has_der else None,
+        "der_live": abs(m_live) if has_der else None,  # every clip with turns
         "der_refined": abs(m_refined) if any(r.der_refined is not None for r in rows)
         else None,
         "latency_p50_s": _q(lat, 0.5),
@@ -158,6 +162,8 @@ def _pooled(rows: list[LiveRow], m_live: Any, m_refined: Any, cpu_s: float,
         "phrases": len(lat),
         "peak_rss_mb": round(max((r.peak_rss_mb for r in rows), default=0.0)),
         "cpu_percent": round(100 * cpu_s / wall_s, 1) if wall_s else None,
+        "wer_en": (sum(r.errors for r in en) / sum(r.ref_words for r in en)
+                   if sum(r.ref_words for r in en) else None),
         "overflows": sum(r.overflows for r in rows),
         "audio_s": round(sum(r.duration_s for r in rows), 1),
         "errors": sum(1 for r in rows if r.error),
@@ -183,6 +189,7 @@ def _print(rows: list[LiveRow], p: dict[str, Any]) -> None:
               + (f"  ERROR {r.error}" if r.error else ""))
     print("-" * len(head))
     print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {_pct(p['wer'])}%  "
+          f"WER en {_pct(p['wer_en'])}%  "
           f"DER live {_pct(p['der_live'])}%  DER after the offline pass "
           f"{_pct(p['der_refined'])}%  (±0.25 s collar)")
     print(f"pooled: phrase end -> committed p50 {_s(p['latency_p50_s'])} s, p95 "
@@ -190,5 +197,6 @@ def _print(rows: list[LiveRow], p: dict[str, Any]) -> None:
           f"{_s(p['label_delay_p50_s'])} s; partial every {_s(p['partial_interval_s'])} s "
           f"(p95 {_s(p['partial_interval_p95_s'])} s)")
     print(f"pooled: peak RSS {p['peak_rss_mb']} MB, CPU {p['cpu_percent']}% (of one core, all "
-          f"processes), capture overflows {p['overflows']}, audio {p['audio_s']} s")
-    print("* synthetic clip")
+          f"processes), capture overflows {p['overflows']}, audio {p['audio_s']} s; "
+          f"worker peaks {p['worker_peak_rss_mb']} MB")
+    print("* synthetic clip: not in the pooled figures")

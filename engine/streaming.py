@@ -92,6 +92,15 @@ class PhraseCutter:
             cut = max(1, min(cut, n))
             ends = [e for (_, e) in speech if e <= cut]
             return Decision("commit", cut, max(1, (ends[-1] if ends else cut) - pad))
+        if n - first_start >= int(self.cfg.soft_phrase_s * SAMPLE_RATE) and not behind:
+            # a long phrase with no pause the VAD calls one: commit up to a short dip (a
+            # breath between words) so its first words do not wait for the phrase's end
+            soft = int(self.cfg.soft_phrase_s * SAMPLE_RATE)
+            dip = quiet_dip(audio, first_start + soft // 2, n - SAMPLE_RATE * 7 // 10,
+                            first_start)
+            if dip is not None:
+                self.partial_upto = 0
+                return Decision("commit", dip, dip)
         if n - first_start >= int(self.cfg.max_phrase_s * SAMPLE_RATE):
             self.partial_upto = 0
             return Decision("commit", quietest_cut(audio, first_start + (n - first_start) // 2,
@@ -117,6 +126,22 @@ def trailing_pause(audio: np.ndarray, speech_start: int, tail: int = SAMPLE_RATE
     phrase = audio[speech_start:len(audio) - tail].astype(np.float64)
     last = audio[len(audio) - tail:].astype(np.float64)
     return float(np.mean(last * last)) < ratio * float(np.mean(phrase * phrase))
+
+
+def quiet_dip(audio: np.ndarray, lo: int, hi: int, speech_start: int,
+              ratio: float = 0.03, frame: int = SAMPLE_RATE // 50) -> int | None:
+    """The latest nearly silent 20 ms frame in [lo, hi) (below `ratio` of the phrase's mean
+    speech energy): a breath between words, where a cut splits no word. None if none."""
+    lo, hi = max(0, lo), min(len(audio), hi)
+    if hi - lo < frame:
+        return None
+    usable = (hi - lo) // frame * frame
+    energy = np.square(audio[lo:lo + usable].astype(np.float64)).reshape(-1, frame).mean(axis=1)
+    speech = audio[speech_start:hi].astype(np.float64)
+    quiet = np.flatnonzero(energy < ratio * float(np.mean(speech * speech)))
+    if not len(quiet):
+        return None
+    return lo + int(quiet[-1]) * frame + frame // 2
 
 
 def quietest_cut(audio: np.ndarray, lo: int, hi: int, frame: int = SAMPLE_RATE // 50) -> int:

@@ -160,6 +160,11 @@ class OnlineDiarizer:
         self.window_frames = (self.window - SEG_FIELD) // SEG_STEP + 1
         self.step = max(1, int(round(params.step_s / self.frame_s))) * SEG_STEP
         self.latency = int(round(params.latency_s * SAMPLE_RATE))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the session (a new stream); the loaded ONNX sessions are kept, since
+        creating them anew per recording grew the worker's RSS by tens of MB each time."""
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = 0  # stream sample index of _buf[0]
         self._n = 0  # samples fed so far

@@ -34,6 +34,7 @@ class DiarizationHandler:
         self.table = StreamTable()
         self.diarizer: Any = None
         self.live: dict[int, Any] = {}  # stream -> OnlineDiarizer
+        self.online: Any = None  # loaded once, reset per live stream
         self.live_turns: dict[int, list[SpeakerTurn]] = {}
         self.live_paths: dict[int, str] = {}
         self.live_work: dict[int, tuple[float, float]] = {}  # since the last result
@@ -65,9 +66,12 @@ class DiarizationHandler:
                 from engine.diarization.online import OnlineDiarizer
 
                 if self.table.start(msg) is not None:
-                    seg, emb = diarization_paths(self.config.paths.models_dir)
-                    self.live[msg.stream_id] = OnlineDiarizer(
-                        seg, emb, threads=self.config.diarization.threads)
+                    if self.online is None:
+                        seg, emb = diarization_paths(self.config.paths.models_dir)
+                        self.online = OnlineDiarizer(seg, emb,
+                                                     threads=self.config.diarization.threads)
+                    self.online.reset()  # one live stream at a time: the mic or a live file
+                    self.live = {msg.stream_id: self.online}
                     self.live_turns.setdefault(msg.stream_id, [])
                     self.live_paths[msg.stream_id] = msg.path
             case AudioChunk(stream_id=sid) if sid in self.live:
