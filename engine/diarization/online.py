@@ -58,6 +58,7 @@ from engine.diarization.pipeline import (
     SEG_STEP,
     _runs,
     _session,
+    split_pieces,
 )
 from engine.messages import SpeakerTurn
 
@@ -292,23 +293,7 @@ class OnlineDiarizer:
         out: list[_Piece] = []
         for k in range(NUM_LOCAL):
             active = act[:, k]
-            spans: list[list[int]] = []
-            for a, b in _runs(active):
-                if spans and a - spans[-1][1] < gap:
-                    spans[-1][1] = b
-                else:
-                    spans.append([a, b])
-            while len(spans) > 1:  # join too-short pieces across the shorter pause
-                sizes = [int(active[a:b].sum()) for a, b in spans]
-                i = int(np.argmin(sizes))
-                if sizes[i] >= min_len:
-                    break
-                left = spans[i][0] - spans[i - 1][1] if i > 0 else None
-                right = spans[i + 1][0] - spans[i][1] if i + 1 < len(spans) else None
-                j = i - 1 if right is None or (left is not None and left <= right) else i + 1
-                a_, b_ = min(i, j), max(i, j)
-                spans[a_] = [spans[a_][0], spans[b_][1]]
-                del spans[b_]
+            spans = split_pieces(active, gap, min_len)
             for a, b in spans:
                 mask = np.zeros_like(active)
                 mask[a:b] = active[a:b]

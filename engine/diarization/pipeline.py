@@ -231,28 +231,8 @@ class Diarizer:
         return out
 
     def _split(self, active: np.ndarray) -> list[tuple[int, int]]:
-        """Cut one local speaker's activity at pauses; join too-short pieces to a neighbour."""
-        gap = self._frames(self.params.split_gap_s)
-        pieces: list[list[int]] = []
-        for a, b in _runs(active):
-            if pieces and a - pieces[-1][1] < gap:
-                pieces[-1][1] = b
-            else:
-                pieces.append([a, b])
-        min_len = self._frames(self.params.min_piece_s)
-        while len(pieces) > 1:
-            sizes = [int(active[a:b].sum()) for a, b in pieces]
-            i = int(np.argmin(sizes))
-            if sizes[i] >= min_len:
-                break
-            # join with the neighbour across the shorter pause
-            left = pieces[i][0] - pieces[i - 1][1] if i > 0 else None
-            right = pieces[i + 1][0] - pieces[i][1] if i + 1 < len(pieces) else None
-            j = i - 1 if right is None or (left is not None and left <= right) else i + 1
-            lo, hi = min(i, j), max(i, j)
-            pieces[lo] = [pieces[lo][0], pieces[hi][1]]
-            del pieces[hi]
-        return [(a, b) for a, b in pieces]
+        return split_pieces(active, self._frames(self.params.split_gap_s),
+                            self._frames(self.params.min_piece_s))
 
     def _embed_block(
         self, wav: np.ndarray, out: _Analysis, w0: int, count: int, recent: list[int]
@@ -522,6 +502,29 @@ def _unit_centroids(x: np.ndarray, labels: np.ndarray, clusters: list[int]) -> n
     """Normalised mean embedding of each listed cluster, shape (len(clusters), D)."""
     cents = np.stack([x[labels == c].mean(axis=0) for c in clusters])
     return cents / np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
+
+
+def split_pieces(active: np.ndarray, gap: int, min_len: int) -> list[tuple[int, int]]:
+    """Cut one local speaker's activity at pauses of `gap` frames or more; join pieces with
+    less than `min_len` active frames to the neighbour across the shorter pause."""
+    pieces: list[list[int]] = []
+    for a, b in _runs(active):
+        if pieces and a - pieces[-1][1] < gap:
+            pieces[-1][1] = b
+        else:
+            pieces.append([a, b])
+    while len(pieces) > 1:
+        sizes = [int(active[a:b].sum()) for a, b in pieces]
+        i = int(np.argmin(sizes))
+        if sizes[i] >= min_len:
+            break
+        left = pieces[i][0] - pieces[i - 1][1] if i > 0 else None
+        right = pieces[i + 1][0] - pieces[i][1] if i + 1 < len(pieces) else None
+        j = i - 1 if right is None or (left is not None and left <= right) else i + 1
+        lo, hi = min(i, j), max(i, j)
+        pieces[lo] = [pieces[lo][0], pieces[hi][1]]
+        del pieces[hi]
+    return [(a, b) for a, b in pieces]
 
 
 def _runs(active: np.ndarray) -> Iterator[tuple[int, int]]:
