@@ -27,7 +27,6 @@ import psutil
 from engine.bench import _annotation, _pct, _uem, edit_distance, load_corpus, normalize
 from engine.bench import read_rttm as read_rttm_turns
 from engine.config import Config
-from engine.messages import SpeakerTurn
 from engine.session import FileTranscriber
 from engine.supervisor import Engine
 
@@ -109,7 +108,7 @@ def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
             if clip.get("rttm") and runner.diarizing:
                 ref_ann = _annotation(read_rttm_turns(corpus / clip["rttm"]), clip["id"])
                 uem = _uem(clip["duration_s"])
-                der_l = m_live(ref_ann, _annotation(_merged(live.turns), clip["id"]), uem=uem)
+                der_l = m_live(ref_ann, _annotation(live.turns, clip["id"]), uem=uem)
                 if live.refined is not None:
                     der_r = m_refined(ref_ann, _annotation(live.refined, clip["id"]), uem=uem)
             st = live.stats
@@ -132,10 +131,6 @@ def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
     else:
         _print(rows, report)
     return 0
-
-
-def _merged(turns: list[SpeakerTurn]) -> list[SpeakerTurn]:
-    return sorted(turns, key=lambda t: t.start)
 
 
 def _pooled(rows: list[LiveRow], m_live: Any, m_refined: Any, cpu_s: float,

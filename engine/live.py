@@ -56,32 +56,6 @@ class Journal:
             self._f = None
 
 
-def read_journal(path: Path) -> tuple[list[Segment], list[SpeakerTurn], list[str]]:
-    """Segments and turns of a journal; a torn last line is skipped with a warning."""
-    from engine.messages import Word
-
-    segments: list[Segment] = []
-    turns: list[SpeakerTurn] = []
-    warnings: list[str] = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for i, line in enumerate(lines):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            warnings.append(f"{path.name}: line {i + 1} is incomplete (torn write); skipped")
-            continue
-        if rec.get("type") == "segment":
-            words = tuple(Word(w["start"], w["end"], w["word"], w.get("probability", 1.0))
-                          for w in rec.get("words", []))
-            segments.append(Segment(rec["start"], rec["end"], rec["text"], words, None,
-                                    rec.get("avg_logprob", 0.0), 0.0, rec.get("language", "")))
-        elif rec.get("type") == "turns":
-            turns += [SpeakerTurn(*t) for t in rec["turns"]]
-        elif rec.get("type") == "refined":
-            turns = [SpeakerTurn(*t) for t in rec["turns"]]
-    return segments, turns, warnings
-
-
 @dataclass
 class LiveStats:
     """What `bench --live` reports about one stream (wall times are time.monotonic())."""
@@ -91,7 +65,6 @@ class LiveStats:
     label_delay_s: list[float] = field(default_factory=list)  # committed -> speaker known
     partial_times: list[float] = field(default_factory=list)
     partial_texts: list[str] = field(default_factory=list)
-    committed_at: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
     overflows: int = 0
 
 
@@ -128,9 +101,9 @@ class LiveStream:
                 self.stats.t0 = self.stats.t0 or now
             case TranscriptResult() as r:
                 if r.segments:
-                    self.segments += r.segments
                     self.partial = ""
                     for seg in r.segments:
+                        self.segments.append(seg)
                         self._journal_segment(seg)
                         if self.stats.t0 is not None:
                             self.stats.commit_latency_s.append(now - (self.stats.t0 + seg.end))

@@ -132,7 +132,9 @@ async def test_console_records_a_dialogue_from_the_microphone(mic_env: VMic,
     assert len(speakers) >= int(clips()[DIALOGUE]["n_speakers"])
     # every committed phrase is in the journal beside the recording
     lines = [json.loads(x) for x in journal.read_text().splitlines()]
-    assert [x["text"] for x in lines if x["type"] == "segment"] == committed
+    segment_lines = [x for x in lines if x["type"] == "segment"]
+    assert [x["text"] for x in segment_lines] == committed
+    assert [x["id"] for x in segment_lines] == list(range(len(committed)))
 
 
 def test_capture_killed_mid_session_keeps_the_recording_and_resumes(mic_env: VMic,
