@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.models.levels import ONNX_LEVELS, WHISPER_LEVELS, parse_forbid
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
 
@@ -39,8 +41,9 @@ class PathsConfig:
 @dataclass(frozen=True)
 class TranscriptionConfig:
     model: str = "base"
+    # "auto" = the quantization chain picks (validated int8 here); a level pins it
     compute_type: str = field(
-        default="int8", metadata=_choice("int8", "int8_float32", "float32", "auto")
+        default="auto", metadata=_choice("auto", "int8", "int8_float32", "float32")
     )
     cpu_threads: int = field(default=2, metadata=_range(1, 64))
     language: str = "pt"
@@ -134,11 +137,24 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    """Quantization levels of the models (the whisper pin is transcription.compute_type)."""
+
+    # validate smaller/faster levels (in the background at first start) and use them
+    quantize: bool = True
+    segmentation: str = field(default="auto", metadata=_choice("auto", *ONNX_LEVELS))
+    embedding: str = field(default="auto", metadata=_choice("auto", *ONNX_LEVELS))
+    # comma-separated levels never tried, e.g. "fp16, int8-simplified"
+    forbid: str = ""
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """RSS budgets per process (MB); the supervisor restarts a worker that stays above it."""
 
     capture_mb: int = field(default=256, metadata=_range(32, 65536))
-    transcription_mb: int = field(default=512, metadata=_range(64, 65536))
+    # whisper base: int8 290-400 MB measured; float32 (run until int8 is validated) 507 MB
+    transcription_mb: int = field(default=640, metadata=_range(64, 65536))
     diarization_mb: int = field(default=512, metadata=_range(64, 65536))
     console_mb: int = field(default=128, metadata=_range(32, 65536))
     # RLIMIT_AS (virtual memory) = this factor x the RSS budget; virtual size is several
@@ -158,6 +174,7 @@ class Config:
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: Path | None = None
 
@@ -244,9 +261,34 @@ def _absolute(path: Path, base_dir: Path) -> Path:
 def _check_cross_fields(cfg: Config) -> None:
     if cfg.engine.max_read_ahead_s <= cfg.transcription.max_chunk_s:
         raise ConfigError("'engine.max_read_ahead_s' must exceed 'transcription.max_chunk_s'")
+    known = set(ONNX_LEVELS) | set(WHISPER_LEVELS)
+    for level in parse_forbid(cfg.models.forbid):
+        if level in ("fp32", "float32"):
+            raise ConfigError(f"'models.forbid' cannot forbid {level}: it is the last resort "
+                              "every chain falls back to")
+        if level not in known:
+            raise ConfigError(f"'models.forbid' names unknown level {level!r} (known: "
+                              f"{', '.join(lv for lv in (*ONNX_LEVELS, *WHISPER_LEVELS))})")
     d = cfg.diarization
     if d.min_speakers and d.max_speakers and d.min_speakers > d.max_speakers:
         raise ConfigError("'diarization.min_speakers' must not exceed 'diarization.max_speakers'")
+
+
+def check_paths(cfg: Config) -> None:
+    """Paths a run needs, checked before any work starts (messages name the key).
+
+    The models folder must exist (it holds the diarization models); the recordings folder is
+    created when missing (a safe default) but must be a folder if it exists.
+    """
+    models = cfg.paths.models_dir
+    if not models.is_dir():
+        what = "is not a folder" if models.exists() else "does not exist"
+        raise ConfigError(f"'paths.models_dir' = {models} {what} (it must hold the "
+                          "diarization models; the default is the project's models/)")
+    for key in ("recordings_dir", "log_dir"):
+        folder: Path = getattr(cfg.paths, key)
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"'paths.{key}' = {folder} is a file, not a folder")
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -271,6 +313,7 @@ def load_config(path: Path | None = None) -> Config:
 
 
 __all__ = [
-    "Config", "ConfigError", "DiarizationConfig", "EngineConfig", "LimitsConfig", "PathsConfig",
-    "TranscriptionConfig", "VadConfig", "LiveConfig", "load_config", "parse_config",
+    "Config", "ConfigError", "DiarizationConfig", "EngineConfig", "LimitsConfig", "LiveConfig",
+    "ModelsConfig", "PathsConfig", "TranscriptionConfig", "VadConfig", "check_paths",
+    "load_config", "parse_config",
 ]

@@ -192,8 +192,13 @@ class Shutdown:
     """Finish nothing more; exit the worker loop."""
 
 
+@dataclass(frozen=True)
+class ReloadModels:
+    """Validated quantization levels are now cached: load them between two messages."""
+
+
 WorkerInput = (OpenFile | StopStream | ListDevices | StreamStart | AudioChunk | EndOfStream
-               | Acked | Resend | Attach | Pause | Shutdown)
+               | Acked | Resend | Attach | Pause | Shutdown | ReloadModels)
 
 
 # ---------------------------------------------------------------- events to the engine
@@ -356,6 +361,24 @@ class WorkerMetrics:
     items_done: int
     model: str
     peak_rss_bytes: int = 0
+    queue_depth: int = 0
+
+
+@dataclass(frozen=True)
+class SessionOpened:
+    """A stream is being kept as a session on disk (its metadata file), for rename/export."""
+
+    stream_id: int
+    meta_path: str
+
+
+@dataclass(frozen=True)
+class ModelLevels:
+    """The supervisor's background quantization chain finished (or failed: `error`)."""
+
+    levels: tuple[tuple[str, str], ...]  # (model kind, level in use)
+    elapsed_s: float
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -367,5 +390,5 @@ class EngineMetrics:
 EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
     | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError | FaultDue
-    | FaultFired | EngineMetrics
+    | FaultFired | EngineMetrics | ModelLevels | SessionOpened
 )

@@ -17,6 +17,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -37,8 +38,10 @@ from engine.messages import (
     FaultSpec,
     Heartbeat,
     ListDevices,
+    ModelLevels,
     OpenFile,
     Pause,
+    ReloadModels,
     Resend,
     Role,
     Shutdown,
@@ -51,7 +54,7 @@ from engine.messages import (
     WorkerState,
     WorkerStatus,
 )
-from engine.workers.base import worker_entry
+from engine.workers.base import one_line, worker_entry
 
 log = logging.getLogger("transcrevai.engine")
 
@@ -93,6 +96,7 @@ class _Slot:
     last_error: str = ""
     no_retry: bool = False
     items_done: int = 0
+    queue_depth: int = 0  # audio blocks waiting in the worker's inbox (last heartbeat)
     ratios: deque[float] = field(default_factory=lambda: deque(maxlen=10))
     fault: FaultSpec | None = None
     control: Sender | None = None  # supervisor -> worker
@@ -138,16 +142,54 @@ class Engine:
         self._stopped = False
         self._last_rss = 0.0
         self._last_metrics = 0.0
+        self._chain_cancel = threading.Event()
+        self._chain_thread: threading.Thread | None = None
+        self._chain_event: ModelLevels | None = None  # set by the chain thread, sent by poll
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Start every worker; they load their models in parallel."""
         # fewer malloc arenas keep worker RSS close to what it really uses
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+        # offline by design: no library may reach a model hub or send telemetry (workers
+        # inherit this environment); only an explicit allow_download lifts the hub part
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        if not self.config.transcription.allow_download:
+            for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+                os.environ.setdefault(key, "1")
         self._start_resource_tracker()
         for role in self.consumers:
             self._spawn(self.slots[role])
         self._spawn(self.slots["capture"])
+        if self.config.models.quantize:
+            self._chain_thread = threading.Thread(target=self._build_levels, daemon=True,
+                                                  name="quantization-chain")
+            self._chain_thread.start()
+
+    def _build_levels(self) -> None:
+        """Background thread: validate quantization levels the cache lacks (first start, or
+        after an onnxruntime/CPU change). Workers run FP32 meanwhile; poll() tells them to
+        reload when this is done. Probes run in child processes at a low priority."""
+        from engine.models import levels
+        from engine.models.quantize import ChainCancelled
+
+        t0 = time.monotonic()
+        try:
+            todo = levels.needs_build(self.config)
+            if not todo:
+                return
+            log.info("validating quantization levels for %s in the background", todo)
+            results = levels.build_all(self.config, todo, cancel=self._chain_cancel)
+        except ChainCancelled:
+            return
+        except Exception as exc:  # noqa: BLE001 - the app goes on at the reference level
+            log.warning("quantization chain failed: %s", one_line(exc))
+            self._chain_event = ModelLevels((), time.monotonic() - t0, one_line(exc))
+            return
+        log.info("quantization levels ready: %s", levels.summary(results))
+        self._chain_event = ModelLevels(tuple((r.model_kind, r.in_use) for r in results),
+                                        time.monotonic() - t0)
 
     def _start_resource_tracker(self) -> None:
         """Start multiprocessing's resource tracker with its stderr in the engine log.
@@ -242,6 +284,7 @@ class Engine:
         if self._stopped:
             return
         self._stopped = True
+        self._chain_cancel.set()
         for role in self.roles:
             self._send(role, Shutdown())
         procs = [s.proc for s in self.slots.values() if s.proc is not None]
@@ -356,6 +399,12 @@ class Engine:
         for ev in batch:
             extra += self._observe(ev)
         extra += self._supervise(time.monotonic())
+        if self._chain_event is not None:
+            ev, self._chain_event = self._chain_event, None
+            if not ev.error:
+                for role in self.consumers:
+                    self._send(role, ReloadModels())
+            extra.append(ev)
         return batch + extra
 
     def _observe(self, ev: EngineEvent) -> list[EngineEvent]:
@@ -365,6 +414,7 @@ class Engine:
                 slot = self.slots[role]
                 if slot.proc is not None and ev.pid == slot.pid:
                     slot.last_beat, slot.items_done = now, ev.items_done
+                    slot.queue_depth = ev.queue_depth
                     if role == "capture":
                         self.fed_s = ev.fed_s
             case WorkerStatus(role=role, state=state):
@@ -545,7 +595,7 @@ class Engine:
             WorkerMetrics(s.role, s.state, s.pid, s.rss,
                           self.config.limits.rss_mb(s.role) * 2**20, now - s.last_beat,
                           s.restarts, s.crashes, s.memory_violations, s.hangs, s.ratio(),
-                          s.items_done, s.model, s.peak_rss)
+                          s.items_done, s.model, s.peak_rss, s.queue_depth)
             for s in self.slots.values())
         done_s = max(self.acks.get("transcription", {}).values(), default=0) / 16000
         return EngineMetrics(workers, max(0.0, self.fed_s - done_s))

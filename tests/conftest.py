@@ -45,3 +45,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def validated_levels() -> None:
+    """Validate the repo's quantization levels once, before any engine starts; otherwise
+    each engine would start the background chain and compete for the 2 cores."""
+    from engine.config import load_config
+    from engine.models import levels
+    from engine.models.quantize import QuantizeError
+    from engine.models.registry import ModelError
+
+    cfg = load_config()
+    if levels.needs_build(cfg):
+        try:
+            levels.build_all(cfg)
+        except (ModelError, QuantizeError):
+            pass  # the tests that need the models report it themselves

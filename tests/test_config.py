@@ -14,7 +14,8 @@ def test_project_config_loads_with_expected_defaults() -> None:
     cfg = load_config()
     assert cfg.source == DEFAULT_CONFIG_PATH
     assert cfg.transcription.language == "pt"
-    assert cfg.transcription.compute_type == "int8"
+    assert cfg.transcription.compute_type == "auto"  # the validated level (int8 here)
+    assert cfg.models.quantize
     assert cfg.transcription.cpu_threads >= 1  # never 0 (= 4 threads, thrashes on 2 cores)
     assert cfg.vad.enabled
     assert cfg.paths.models_dir == DEFAULT_CONFIG_PATH.parent / "models"

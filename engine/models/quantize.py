@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,6 +47,7 @@ MAX_PROB_DIFF = 0.02
 # A level may be at most this much slower than FP32 (timings on a shared 2-core box are noisy).
 MAX_SLOWDOWN = 1.2
 PROBE_TIMEOUT_S = 120.0
+CHILD_NICE = 10  # probes run below the workers: the app stays responsive meanwhile
 SEG_WINDOW = 160000  # 10 s at 16 kHz
 _QUANT_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
               "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul",
@@ -55,6 +58,10 @@ MANIFEST_VERSION = 1
 
 class QuantizeError(Exception):
     """The FP32 source itself cannot be used (the chain has nothing to fall back to)."""
+
+
+class ChainCancelled(Exception):
+    """The app stopped while a chain was being built; nothing was cached."""
 
 
 @dataclass
@@ -176,8 +183,50 @@ class ProbeOutcome:
     ref_time: float = 0.0
 
 
+def run_child(cmd: list[str], timeout: float,
+              cancel: threading.Event | None = None) -> tuple[bool, str]:
+    """Run a probe interpreter at a low priority; (ok, why not). A crash, hang or cancel
+    kills only the child."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=root,
+                                preexec_fn=lambda: os.nice(CHILD_NICE))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    proc.kill()
+                    proc.wait()
+                    return False, "cancelled"
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    return False, f"probe timed out after {timeout:g} s (child killed)"
+        if proc.returncode == 0:
+            return True, ""
+        if proc.returncode < 0:
+            import signal
+
+            try:
+                sig = signal.Signals(-proc.returncode).name
+            except ValueError:
+                sig = str(-proc.returncode)
+            return False, f"child crashed with {sig}"
+        err.seek(0)
+        tail = [ln for ln in err.read().decode(errors="replace").strip().splitlines()
+                if ln.strip()]
+        msg = tail[-1] if tail else f"exit code {proc.returncode}"
+        return False, f"load/run failed in child: {msg[:300]}"
+
+
 def probe_in_child(kind: str, model: Path, reference: Path | None = None, reps: int = 3,
-                   timeout: float = PROBE_TIMEOUT_S) -> ProbeOutcome:
+                   timeout: float = PROBE_TIMEOUT_S,
+                   cancel: threading.Event | None = None) -> ProbeOutcome:
     """Run the probe in a fresh interpreter; a segfault or hang becomes a failed outcome."""
     with tempfile.TemporaryDirectory(prefix="tq-probe-") as tmp:
         out = Path(tmp) / "probe.npz"
@@ -185,26 +234,9 @@ def probe_in_child(kind: str, model: Path, reference: Path | None = None, reps: 
                str(out), "--reps", str(reps)]
         if reference is not None:
             cmd += ["--reference", str(reference)]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                                  cwd=root)
-        except subprocess.TimeoutExpired:
-            return ProbeOutcome(False, f"probe timed out after {timeout:g} s (child killed)")
-        if proc.returncode != 0:
-            if proc.returncode < 0:
-                import signal
-
-                try:
-                    sig = signal.Signals(-proc.returncode).name
-                except ValueError:
-                    sig = str(-proc.returncode)
-                return ProbeOutcome(False, f"onnxruntime child crashed with {sig}")
-            tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-            msg = tail[-1] if tail else f"exit code {proc.returncode}"
-            return ProbeOutcome(False, f"load/run failed in child: {msg[:300]}")
+        ok, why = run_child(cmd, timeout, cancel)
+        if not ok:
+            return ProbeOutcome(False, why.replace("child crashed", "onnxruntime child crashed"))
         data = np.load(out)
         n_in = len(probe_inputs(kind))
         outs = [data[f"out0_{i}"] for i in range(n_in)]
@@ -242,9 +274,16 @@ def convert_int8_conservative(kind: str, source: Path, target: Path) -> None:
 
     model = onnx.load(str(source))
     excluded = [n.name for n in model.graph.node if n.op_type in _EXCLUDED_OPS and n.name]
-    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "Gemm"],
-                     nodes_to_exclude=excluded, reduce_range=True, weight_type=QuantType.QInt8,
-                     extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" advice is level 2's job
+    try:
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "Gemm"],
+                         nodes_to_exclude=excluded, reduce_range=True,
+                         weight_type=QuantType.QInt8,
+                         extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+    finally:
+        root.setLevel(level)
 
 
 def _pre_process(source: Path, target: Path) -> None:
@@ -382,25 +421,33 @@ def _artefact_path(cache_dir: Path, kind: str, level: str) -> Path:
     return cache_dir / f"{kind}.{level}.onnx"
 
 
-def _try_cache(kind: str, source: Path, cache_dir: Path, src_hash: str,
-               allowed: set[str] | None, pinned: str | None) -> tuple[ChainResult | None, str]:
-    """A ChainResult from a valid manifest, or (None, why the cache was not used)."""
-    mpath = _manifest_path(cache_dir, kind)
+def read_manifest(mpath: Path, version: int) -> tuple[dict[str, Any] | None, str]:
+    """A cache manifest's content, or (None, why it cannot be used)."""
     if not mpath.is_file():
         return None, "no cache"
     try:
         man = json.loads(mpath.read_text())
     except (OSError, ValueError):
         return None, "cache manifest unreadable: rebuilt"
-    if man.get("manifest_version") != MANIFEST_VERSION:
+    if not isinstance(man, dict) or man.get("manifest_version") != version:
         return None, "cache manifest of another version: rebuilt"
+    return man, ""
+
+
+def _try_cache(kind: str, source: Path, cache_dir: Path, src_hash: str,
+               allowed: set[str] | None, pinned: str | None) -> tuple[ChainResult | None, str]:
+    """A ChainResult from a valid manifest, or (None, why the cache was not used)."""
+    mpath = _manifest_path(cache_dir, kind)
+    man, why = read_manifest(mpath, MANIFEST_VERSION)
+    if man is None:
+        return None, why
     if man.get("source_sha256") != src_hash:
         return None, "source changed since cache: rebuilt"
     if man.get("versions") != tool_versions():
         return None, "onnxruntime/onnx version changed: revalidated"
     if man.get("cpu") != cpu_model():
         return None, "CPU changed: revalidated"
-    level = man.get("level")
+    level: str = man.get("level", "")
     if allowed is not None and level not in allowed:
         return None, f"cached level {level} now forbidden: rebuilt"
     if pinned is not None and level != pinned:
@@ -456,12 +503,16 @@ def build_chain(
     converters: Mapping[str, Converter] | None = None,
     timeout: float = PROBE_TIMEOUT_S,
     reps: int = 3,
+    cancel: threading.Event | None = None,
 ) -> ChainResult:
     """Pick the first level that converts, passes the checker, runs in a child, agrees with
     FP32 and is not slower; reuse a cached pick when its hashes, versions and CPU still match.
 
     `converters` overrides level converters (tests use it to feed deliberately broken files).
     FP32 is always allowed as the last resort: forbidding it would leave nothing to run.
+    Artefacts are written under a temporary name and renamed once accepted, and the manifest
+    last, so a kill mid-build never leaves a manifest naming a half-written file.
+    `cancel` (an Event) stops the build between steps and kills a running probe.
     """
     source = Path(source)
     cache_dir = Path(cache_dir)
@@ -483,7 +534,9 @@ def build_chain(
     conv = dict(CONVERTERS)
     conv.update(converters or {})
 
-    ref = probe_in_child(model_kind, source, reference=None, reps=1, timeout=timeout)
+    ref = probe_in_child(model_kind, source, reference=None, reps=1, timeout=timeout,
+                         cancel=cancel)
+    _check_cancel(cancel)
     if not ref.ok:
         raise QuantizeError(f"FP32 source {source} does not run: {ref.reason}")
 
@@ -500,14 +553,25 @@ def build_chain(
         if pinned is not None and level not in (pinned, "fp32"):
             levels.append(LevelResult(level, "skipped", f"config pins {pinned}"))
             continue
-        target = source if level == "fp32" else _artefact_path(cache_dir, model_kind, level)
-        lr = _validate_level(model_kind, level, source, target, conv[level], timeout, reps)
-        levels.append(lr)
-        if lr.result == "accepted":
-            chosen, chosen_path = lr, target
-        else:
+        final = _artefact_path(cache_dir, model_kind, level)
+        target = source if level == "fp32" else final.with_name(
+            f".{final.stem}.{os.getpid()}.tmp.onnx")
+        try:
+            lr = _validate_level(model_kind, level, source, target, conv[level], timeout, reps,
+                                 cancel)
+            _check_cancel(cancel)
+        except BaseException:
             if target != source:
                 target.unlink(missing_ok=True)
+            raise
+        levels.append(lr)
+        if lr.result == "accepted":
+            if target != source:
+                os.replace(target, final)
+                target = final
+            chosen, chosen_path = lr, target
+        elif target != source:
+            target.unlink(missing_ok=True)
     if chosen is None or chosen_path is None:
         raise QuantizeError(f"no level of {source} is usable, not even FP32")
     res = ChainResult(model_kind, source, src_hash,
@@ -518,8 +582,14 @@ def build_chain(
     return res
 
 
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise ChainCancelled("quantization chain cancelled")
+
+
 def _validate_level(kind: str, level: str, source: Path, target: Path, convert: Converter,
-                    timeout: float, reps: int) -> LevelResult:
+                    timeout: float, reps: int,
+                    cancel: threading.Event | None = None) -> LevelResult:
     """Convert, check, probe in a child, compare with FP32 and time one level."""
     import onnx
 
@@ -542,7 +612,8 @@ def _validate_level(kind: str, level: str, source: Path, target: Path, convert: 
             pointless = f"cannot inspect: {exc}"
         if pointless:
             return LevelResult(level, "skipped", pointless, size=size)
-    out = probe_in_child(kind, target, reference=source, reps=reps, timeout=timeout)
+    out = probe_in_child(kind, target, reference=source, reps=reps, timeout=timeout,
+                         cancel=cancel)
     if not out.ok:
         return LevelResult(level, "failed", out.reason, size=size)
     agree = agreement(kind, out.outputs, out.ref_outputs)

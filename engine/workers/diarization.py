@@ -19,10 +19,13 @@ from engine.messages import (
     DiarizationResult,
     EndOfStream,
     EngineEvent,
+    ReloadModels,
     Role,
     SpeakerTurn,
     StreamStart,
     WorkerInput,
+    WorkerState,
+    WorkerStatus,
 )
 from engine.models.registry import diarization_paths
 from engine.workers.streams import StreamBuffer, StreamTable
@@ -38,9 +41,13 @@ class DiarizationHandler:
         self.live_turns: dict[int, list[SpeakerTurn]] = {}
         self.live_paths: dict[int, str] = {}
         self.live_work: dict[int, tuple[float, float]] = {}  # since the last result
+        self.params: Any = None
+        self.choices: list[Any] = []
+        self.model_desc = ""
+        self._online_stale = False
 
     def load(self) -> str:
-        from engine.diarization.pipeline import DiarizationParams, Diarizer
+        from engine.diarization.pipeline import DiarizationParams
 
         # Whisper's threads lose most when they share a core; at a lower priority diarization
         # runs in the time transcription leaves idle instead of stalling it.
@@ -49,7 +56,6 @@ class DiarizationHandler:
         dc = self.config.diarization
         if dc.backend != "onnx":
             raise NotImplementedError(f"diarization backend '{dc.backend}' is not available yet")
-        seg, emb = diarization_paths(self.config.paths.models_dir)
         overrides: dict[str, Any] = {
             "num_speakers": dc.num_speakers or None,
             "min_speakers": dc.min_speakers or None,
@@ -57,19 +63,57 @@ class DiarizationHandler:
         }
         if dc.clustering_threshold:
             overrides["clustering_threshold"] = dc.clustering_threshold
-        self.diarizer = Diarizer(seg, emb, DiarizationParams(**overrides), threads=dc.threads)
-        return "segmentation-3.0 + CAM++ fp32"
+        self.params = DiarizationParams(**overrides)
+        self._load_levels()
+        return self.model_desc
+
+    def _load_levels(self) -> None:
+        """Sessions at the chosen quantization levels; a level that fails to load falls back
+        to the verified FP32 file."""
+        from engine.diarization.pipeline import Diarizer
+        from engine.models import levels
+        from engine.models.registry import DIARIZATION_FILES
+
+        seg, emb = diarization_paths(self.config.paths.models_dir)
+        choices = [levels.choose(self.config, kind, path, DIARIZATION_FILES[path.name][0])
+                   for kind, path in (("segmentation", seg), ("embedding", emb))]
+        try:
+            self.diarizer = Diarizer(choices[0].path, choices[1].path, self.params,
+                                     threads=self.config.diarization.threads)
+        except Exception:  # noqa: BLE001 - onnxruntime raises several types on a bad file
+            choices = [levels.Choice(c.kind, "fp32", p, False)
+                       for c, p in zip(choices, (seg, emb), strict=True)]
+            self.diarizer = Diarizer(seg, emb, self.params,
+                                     threads=self.config.diarization.threads)
+        self.choices = choices
+        self.model_desc = (f"seg {levels.describe(choices[0], self.config)} + CAM++ "
+                           f"{levels.describe(choices[1], self.config)}")
+
+    def _reload(self) -> Iterator[EngineEvent]:
+        """Switch to newly validated levels; a live stream keeps its online diarizer (its
+        speaker memory) until it ends."""
+        before = [c.path for c in self.choices]
+        self._load_levels()
+        if [c.path for c in self.choices] != before:
+            if self.live:
+                self._online_stale = True
+            else:
+                self.online = None
+        yield WorkerStatus("diarization", os.getpid(), WorkerState.READY, model=self.model_desc)
 
     def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
         match msg:
+            case ReloadModels():
+                yield from self._reload()
             case StreamStart(live=True):
                 from engine.diarization.online import OnlineDiarizer
 
                 if self.table.start(msg) is not None:
-                    if self.online is None:
-                        seg, emb = diarization_paths(self.config.paths.models_dir)
+                    if self.online is None or self._online_stale:
+                        seg, emb = (c.path for c in self.choices)
                         self.online = OnlineDiarizer(seg, emb,
                                                      threads=self.config.diarization.threads)
+                        self._online_stale = False
                     self.online.reset()  # one live stream at a time: the mic or a live file
                     self.live = {msg.stream_id: self.online}
                     self.live_turns.setdefault(msg.stream_id, [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,15 @@ from engine.messages import (
     EndOfStream,
     EngineEvent,
     PartialResult,
+    ReloadModels,
     Role,
     Segment,
     StreamStart,
     TranscriptResult,
     Word,
     WorkerInput,
+    WorkerState,
+    WorkerStatus,
 )
 from engine.models.registry import ModelError, resolve_whisper
 from engine.streaming import Decision, PhraseCutter, clean_segments, collapse_repeats
@@ -50,22 +54,17 @@ class TranscriptionHandler:
         self.live: dict[int, PhraseCutter] = {}
         self.live_vad: Any = None
         self.window_frames = FULL_WINDOW  # encoder input length for the next decode
+        self.source: Any = None
+        self.level = ""
+        self.model_desc = ""
 
     def load(self) -> str:
-        from faster_whisper import WhisperModel
         from faster_whisper.vad import VadOptions
 
         source = resolve_whisper(self.tc.model, self.config.paths.models_dir,
                                  self.tc.allow_download)
-        compute = self.tc.compute_type
-        if compute == "auto":
-            compute = "int8"
-        try:
-            self.model = WhisperModel(source.model, device="cpu", compute_type=compute,
-                                      cpu_threads=self.tc.cpu_threads,
-                                      local_files_only=source.local or not self.tc.allow_download)
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise ModelError(f"cannot load whisper model {source.model}: {exc}") from None
+        self.source = source
+        self._load_level()
         v = self.config.vad
         self.vad_options = VadOptions(threshold=v.threshold,
                                       min_silence_duration_ms=v.min_silence_ms,
@@ -75,7 +74,61 @@ class TranscriptionHandler:
                                    min_silence_duration_ms=self.config.live.end_silence_ms,
                                    speech_pad_ms=100, min_speech_duration_ms=v.min_speech_ms)
         self._patch_encoder_window()
-        return f"{source.name} {compute}"
+        return self.model_desc
+
+    def _load_level(self) -> None:
+        """Load whisper at the chosen quantization level, falling back level by level."""
+        from faster_whisper import WhisperModel
+
+        from engine.models import levels
+
+        source = self.source
+        if source.local:
+            folder = Path(source.model)
+            choice = levels.choose(self.config, "whisper", folder,
+                                   levels.whisper_digest(self.config, folder))
+        else:  # a hub model name (downloads allowed): no chain, the pin or int8
+            pin = levels.pinned(self.config, "whisper")
+            choice = levels.Choice("whisper", pin or "int8", Path(source.model), False)
+        errors = []
+        for level in (choice.level, *choice.fallbacks):
+            try:
+                model = WhisperModel(source.model, device="cpu", compute_type=level,
+                                     cpu_threads=self.tc.cpu_threads,
+                                     local_files_only=source.local or not self.tc.allow_download)
+            except (RuntimeError, ValueError, OSError) as exc:
+                errors.append(f"{level}: {exc}")
+                continue
+            self.model, self.level = model, level
+            shown = dataclasses.replace(choice, level=level)
+            self.model_desc = f"{source.name} {levels.describe(shown, self.config)}"
+            return
+        raise ModelError(f"cannot load whisper model {source.model}: {'; '.join(errors)}")
+
+    def _reload(self) -> Iterator[EngineEvent]:
+        """Switch to the level the background chain validated (between two messages)."""
+        import gc
+        import os
+
+        from engine.models import levels
+
+        if not self.source.local:
+            return
+        folder = Path(self.source.model)
+        choice = levels.choose(self.config, "whisper", folder,
+                               levels.whisper_digest(self.config, folder))
+        if choice.level == self.level and choice.validated:
+            self.model_desc = f"{self.source.name} {choice.level}"
+        else:
+            self.model = None
+            gc.collect()  # float32 weights go before int8 ones load: RSS stays in budget
+            t0 = time.perf_counter()
+            self._load_level()  # falls back to float32; a failure restarts the worker
+            load_s = time.perf_counter() - t0
+            yield WorkerStatus("transcription", os.getpid(), WorkerState.READY,
+                               model=self.model_desc, load_s=load_s)
+            return
+        yield WorkerStatus("transcription", os.getpid(), WorkerState.READY, model=self.model_desc)
 
     def _patch_encoder_window(self) -> None:
         """Let live decodes use a shorter encoder window than 30 s.
@@ -97,6 +150,8 @@ class TranscriptionHandler:
 
     def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
         match msg:
+            case ReloadModels():
+                yield from self._reload()
             case StreamStart(live=True):
                 if self.table.start(msg) is not None:
                     self.live[msg.stream_id] = PhraseCutter(self.config.live, self._vad)
