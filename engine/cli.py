@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.audio.paths import AudioFileError, check_file
-from engine.config import PROJECT_ROOT, Config, ConfigError, load_config
+from engine.config import PROJECT_ROOT, Config, ConfigError, check_paths, load_config
 from engine.export import FORMATS, render
 from engine.messages import FAULT_KINDS, ROLES, FaultSpec
 from engine.session import EngineFailure, FileResult, FileTranscriber
+from engine.sessions import SessionError
 from engine.supervisor import Engine
 
 __all__ = ["PROJECT_ROOT", "main", "parse_fault", "setup_logging"]
@@ -67,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real-time pace (1), twice as fast (2), or as fast as possible")
     sub.add_parser("live", help="open the console and start recording")
 
+    s = sub.add_parser("sessions", help="list past sessions; rename a speaker; search them")
+    ssub = s.add_subparsers(dest="sessions_command", metavar="ACTION")
+    ssub.add_parser("list", help="every session: date, duration, speakers, words (default)")
+    rn = ssub.add_parser("rename", help="give a speaker a name (used by every export)")
+    rn.add_argument("session", metavar="SESSION", help="session id (or a unique prefix)")
+    rn.add_argument("speaker", metavar="SPEAKER", help="label (SPEAKER_00) or current name")
+    rn.add_argument("name", metavar="NAME", help="new name ('' restores the label)")
+    se = ssub.add_parser("search", help="find text in every session (accents optional)")
+    se.add_argument("text", metavar="TEXT")
+
+    x = sub.add_parser("export", help="export a session")
+    x.add_argument("session", metavar="SESSION", help="session id (or a unique prefix)")
+    x.add_argument("--format", "-f", choices=FORMATS, default="txt")
+    x.add_argument("--output", "-o", type=Path, help="output file (default: stdout)")
+
+    m = sub.add_parser("models", help="quantization levels: what was tried, what runs")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.add_argument("--rebuild", action="store_true",
+                   help="forget cached validations and run every chain again")
+
     b = sub.add_parser("bench", help="measure WER, DER and speed on a corpus")
     b.add_argument("--corpus", type=Path, help="folder with manifest.json "
                    "(default: ../shared/corpus beside the project)")
@@ -78,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--live", action="store_true",
                    help="play each clip through the live path at real-time pace: latency, "
                         "partials, live speaker labels")
+    b.add_argument("--soak", type=float, metavar="MINUTES",
+                   help="one live session of MINUTES of looped speech: RSS per process over "
+                        "time, lag, restarts, console cost (growth after warm-up)")
     b.add_argument("--faults", action="store_true",
                    help="inject every fault kind into every worker; report detection and "
                         "recovery")
@@ -133,15 +157,51 @@ def setup_logging(cfg: Config) -> None:
 
 def _output_target(args: argparse.Namespace, src: str, many: bool) -> Path | None:
     out: Path | None = args.output
-    if out is None:
-        return None
+    if out is None:  # several files: each transcript beside its recording
+        return Path(src).with_suffix(f".{args.format}") if many else None
     if many or out.is_dir():
         return out / f"{Path(src).stem}.{args.format}"
     return out
 
 
+class _Bar:
+    """Batch progress on a terminal: one updating line per file, then its outcome."""
+
+    WIDTH = 24
+
+    def __init__(self, index: int, total: int, path: str) -> None:
+        self.head = f"[{index}/{total}] {Path(path).name}"
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+
+    def update(self, fraction: float, phase: str) -> None:
+        if self.tty:
+            done = int(fraction * self.WIDTH)
+            bar = "█" * done + "░" * (self.WIDTH - done)
+            sys.stderr.write(f"\r\x1b[K{self.head} ▕{bar}▏ {fraction:4.0%} {phase}")
+            sys.stderr.flush()
+
+    def finish(self, outcome: str) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[K{self.head}: {outcome} "
+                             f"({time.monotonic() - self.t0:.1f} s)\n")
+            sys.stderr.flush()
+
+
+def _expand(patterns: list[str]) -> list[str]:
+    """Glob patterns a shell did not expand (quoted, or no shell); others as given."""
+    import glob
+
+    out: list[str] = []
+    for p in patterns:
+        matches = sorted(glob.glob(p)) if glob.has_magic(p) and not Path(p).exists() else []
+        out += matches or [p]
+    return out
+
+
 def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
-    if args.output is not None and len(args.files) > 1:
+    files = _expand(args.files)
+    if args.output is not None and len(files) > 1:
         if args.output.exists() and not args.output.is_dir():
             raise UserError(f"--output {args.output}: must be a folder when several files "
                             "are given")
@@ -149,7 +209,7 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
 
     good: list[str] = []
     status = EXIT_OK
-    for f in args.files:
+    for f in files:
         try:
             probe(f)
             good.append(f)
@@ -158,23 +218,35 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
             status = EXIT_USAGE
     if not good:
         return status
-    many = len(args.files) > 1
+    many = len(files) > 1
     faults = _faults(args)
+    failed = len(files) - len(good)
     with Engine(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
         runner = FileTranscriber(engine)
         _info("loading models…")
         runner.wait_ready()
-        for f in good:
-            result = runner.transcribe(f, realtime=args.realtime)
-            if not _emit(result, args, many):
+        for i, f in enumerate(good, 1):
+            bar = _Bar(i, len(good), f) if many else None
+            result = runner.transcribe(f, realtime=args.realtime,
+                                       on_progress=bar.update if bar else None)
+            target = _emit(result, args, many, quiet=bar is not None)
+            if target is None:
                 status = status or EXIT_USAGE
+                failed += 1
             elif result.error or result.transcript.warnings:  # partial or degraded
                 status = status or EXIT_PARTIAL
+            if bar is not None:
+                bar.finish(f"→ {target}" if target else f"failed: {result.error}")
+    if many:
+        _info(f"{len(files) - failed} of {len(files)} files transcribed"
+              + (f", {failed} failed" if failed else ""))
     return status
 
 
-def _emit(result: FileResult, args: argparse.Namespace, many: bool) -> bool:
-    """Write or print one file's transcript; False when nothing could be produced."""
+def _emit(result: FileResult, args: argparse.Namespace, many: bool,
+          quiet: bool = False) -> str | None:
+    """Write or print one file's transcript; where it went, or None when nothing could be
+    produced."""
     tr = result.transcript
     for warning in tr.warnings:
         if warning != result.error:
@@ -182,15 +254,81 @@ def _emit(result: FileResult, args: argparse.Namespace, many: bool) -> bool:
     if result.error:
         _err(result.error)
         if not tr.segments and result.audio_s == 0:
-            return False
+            return None
     text = render(tr, args.format)
     target = _output_target(args, result.path, many)
     if target is None:
-        if many and args.format == "txt":
-            print(f"# {result.path}")
         sys.stdout.write(text)
         sys.stdout.flush()
-        return True
+        return "stdout"
+    _write_atomic(target, text)
+    if not quiet:
+        _info(f"wrote {target}")
+    return str(target)
+
+
+def _clock(t: float) -> str:
+    h, rest = divmod(int(t), 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def cmd_sessions(cfg: Config, args: argparse.Namespace) -> int:
+    """`sessions` (list), `sessions rename`, `sessions search`."""
+    from engine.sessions import find_session, iter_sessions, rename_speaker, search_sessions
+
+    folder = cfg.paths.recordings_dir
+    action = args.sessions_command or "list"
+    try:
+        if action == "rename":
+            sess = find_session(args.session, folder)
+            label = rename_speaker(sess, args.speaker, args.name)
+            shown = args.name.strip() or label
+            _info(f"{sess.id}: {label} is now '{shown}'")
+            return EXIT_OK
+        if action == "search":
+            hits = search_sessions(folder, args.text)
+            for h in hits:
+                print(f"{h.session}  {_clock(h.start):>8}  {h.speaker}: {h.text}")
+            if not hits:
+                _info(f"'{args.text}' not found in {folder}")
+            return EXIT_OK
+    except SessionError as exc:
+        raise UserError(str(exc)) from None
+    rows = list(iter_sessions(folder))
+    if not rows:
+        _info(f"no sessions in {folder}")
+        return EXIT_OK
+    print(f"{'session':<36} {'started':<16} {'duration':>8} {'speakers':>8} {'words':>6}  "
+          "source  status")
+    for sess in rows:
+        print(f"{sess.id:<36} {sess.meta.started.replace('T', ' ')[:16]:<16} "
+              f"{_clock(sess.duration_s):>8} {len(sess.speakers):>8} {sess.words:>6}  "
+              f"{sess.meta.source:<6}  {sess.status}")
+    return EXIT_OK
+
+
+def cmd_export(cfg: Config, args: argparse.Namespace) -> int:
+    """Export a session (what its journal holds: a live one is a snapshot of the committed
+    part) with the speaker names stored in it."""
+    from engine.sessions import find_session
+
+    try:
+        sess = find_session(args.session, cfg.paths.recordings_dir)
+    except SessionError as exc:
+        raise UserError(str(exc)) from None
+    for warning in sess.warnings:
+        _err(f"warning: {warning}")
+    text = render(sess.transcript(), args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    _write_atomic(args.output, text)
+    _info(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _write_atomic(target: Path, text: str) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
@@ -198,13 +336,61 @@ def _emit(result: FileResult, args: argparse.Namespace, many: bool) -> bool:
         tmp.replace(target)
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
-    _info(f"wrote {target}")
-    return True
+
+
+def cmd_models(cfg: Config, args: argparse.Namespace) -> int:
+    """Run (or reuse) the quantization chain of every model in use and print the table."""
+    import json
+    from dataclasses import asdict
+
+    from engine.models import levels
+    from engine.models.quantize import QuantizeError, format_table
+    from engine.models.registry import ModelError
+
+    if args.rebuild:
+        for manifest in levels.cache_dir(cfg).glob("*.manifest.json"):
+            manifest.unlink()
+    if levels.needs_build(cfg):
+        _info("validating quantization levels (child processes; about a minute)")
+    try:
+        results = levels.build_all(cfg)
+    except (ModelError, QuantizeError) as exc:
+        raise EngineFailure(str(exc)) from None
+    if args.json:
+        out = []
+        for r in results:
+            d = asdict(r)
+            d.update(source=str(r.source), path=str(r.path),
+                     manifest=str(r.manifest) if r.manifest else None)
+            out.append(d)
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_table(results), end="")
+    return EXIT_OK
+
+
+def prepare_levels(cfg: Config) -> None:
+    """Benchmarks measure the validated levels, so the chain runs first (cached after)."""
+    from engine.models import levels
+    from engine.models.quantize import QuantizeError
+    from engine.models.registry import ModelError
+
+    if levels.needs_build(cfg):
+        _info("validating quantization levels first (child processes; about a minute)")
+        try:
+            levels.build_all(cfg)
+        except (ModelError, QuantizeError) as exc:
+            raise EngineFailure(str(exc)) from None
 
 
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     from engine.bench import run_bench
 
+    prepare_levels(cfg)
+    if args.soak:
+        from engine.bench_soak import run_soak
+
+        return run_soak(cfg, args)
     if args.live:
         from engine.bench_live import run_live_bench
 
@@ -234,10 +420,19 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
     cfg: Config | None = None
     try:
         cfg = _apply_overrides(load_config(args.config), args)
+        check_paths(cfg)
         setup_logging(cfg)
         if args.command == "transcribe":
             return cmd_transcribe(cfg, args)
-        if args.command == "bench" and not args.console:
+        if args.command == "sessions":
+            return cmd_sessions(cfg, args)
+        if args.command == "export":
+            return cmd_export(cfg, args)
+        if args.command == "models":
+            return cmd_models(cfg, args)
+        if args.command == "bench" and args.soak is not None and args.soak <= 0:
+            raise UserError("--soak MINUTES must be more than 0")
+        if args.command == "bench" and not args.console and not (args.soak and console):
             return cmd_bench(cfg, args)
         if getattr(args, "file", None) is not None:
             check_file(args.file)  # one line here, before the screen opens

@@ -4,17 +4,14 @@ Used by the console (`r`), by `transcrevai bench --live` and by tests. Sources: 
 microphone (recorded into a WAV under recordings/) or a file fed at real-time pace through
 the same live path (benchmarks without a sound card).
 
-The journal is a JSON-lines file beside the recording, one line per committed phrase and per
-batch of speaker turns, flushed as they arrive: a crash loses no committed text.
+A microphone stream is a session (engine/sessions.py): its journal gets one line per
+committed phrase and per batch of speaker turns, flushed as they arrive, so a crash loses no
+committed text.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
 
 from engine.messages import (
     SAMPLE_RATE,
@@ -29,31 +26,8 @@ from engine.messages import (
     StreamOpened,
     TranscriptResult,
 )
+from engine.sessions import SessionWriter
 from engine.transcript import Transcript, assign_speakers, without_speakers
-
-
-def journal_path(wav: str | os.PathLike[str]) -> Path:
-    return Path(wav).with_suffix(".jsonl")
-
-
-class Journal:
-    """Append-only JSON lines, flushed per line (and fsynced: they are small and rare)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._f: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self._f is None:
-            return
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 @dataclass
@@ -85,7 +59,8 @@ class LiveStream:
     mic_state: str = ""
     recorded_s: float = 0.0
     stats: LiveStats = field(default_factory=LiveStats)
-    journal: Journal | None = None
+    journal: SessionWriter | None = None
+    model: str = ""  # recorded with each committed segment
     _unlabelled: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
     _labelled_upto: float = 0.0
 
@@ -122,8 +97,7 @@ class LiveStream:
                 if turns:
                     self.turns += turns
                     if self.journal:
-                        self.journal.write({"type": "turns",
-                                            "turns": [[t.start, t.end, t.speaker] for t in turns]})
+                        self.journal.turns(turns)
                 settled = d.upto_sample / SAMPLE_RATE
                 keep = []
                 for end, at in self._unlabelled:
@@ -136,8 +110,7 @@ class LiveStream:
             case DiarizationResult(turns=turns) as d:
                 self.refined = list(turns)
                 if self.journal:
-                    self.journal.write({"type": "refined",
-                                        "turns": [[t.start, t.end, t.speaker] for t in turns]})
+                    self.journal.turns(turns, refined=True)
                 self.diarized = self.diarized or d.final
             case MicStatus(state=state):
                 self.mic_state = state
@@ -150,15 +123,8 @@ class LiveStream:
                     self.error = self.error or msg
 
     def _journal_segment(self, seg: Segment) -> None:
-        if self.journal is None:
-            return
-        self.journal.write({
-            "type": "segment", "id": len(self.segments) - 1, "start": seg.start,
-            "end": seg.end, "speaker": None, "text": seg.text, "language": seg.language,
-            "avg_logprob": round(seg.avg_logprob, 3),
-            "words": [{"start": w.start, "end": w.end, "word": w.text,
-                       "probability": round(w.probability, 3)} for w in seg.words],
-        })
+        if self.journal is not None:
+            self.journal.segment(seg, self.model)
 
     def transcript(self, live_labels: bool = False, model: str = "") -> Transcript:
         """The transcript; speakers from the offline pass when it ran (unless live_labels)."""

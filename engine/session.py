@@ -1,6 +1,6 @@
 """Runs recordings through the engine and assembles their transcripts.
 
-The CLI, the benchmark and (later) the console all use this one path: workers are started
+The CLI, the benchmark and the console all use this one path: workers are started
 once, files are fed one after another, and each file's transcript is the merge of the
 transcription and diarization results for its stream.
 """
@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
-from engine.live import Journal, LiveStream, journal_path
+from engine.live import LiveStream
 from engine.messages import (
     DiarizationResult,
     EngineEvent,
@@ -22,6 +23,7 @@ from engine.messages import (
     MicStatus,
     PartialResult,
     Segment,
+    SessionOpened,
     SpeakerTurn,
     StreamError,
     StreamOpened,
@@ -30,6 +32,7 @@ from engine.messages import (
     WorkerState,
     WorkerStatus,
 )
+from engine.sessions import SessionWriter
 from engine.supervisor import Engine
 from engine.transcript import Transcript, assign_speakers, without_speakers
 
@@ -62,6 +65,7 @@ class _Job:
     diarized: bool = False
     failed: bool = False
     covered: int = 0  # samples of the stream whose transcription has arrived
+    writer: SessionWriter | None = None  # the session kept on disk (console replays)
 
 
 class FileTranscriber:
@@ -82,6 +86,7 @@ class FileTranscriber:
         self._last_rss = 0.0
         self.incidents: list[EngineEvent] = []  # restarts and worker errors, for reports
         self.live: LiveStream | None = None
+        self._session_failed: set[int] = set()
 
     @property
     def diarizing(self) -> bool:
@@ -99,12 +104,19 @@ class FileTranscriber:
         return time.monotonic() - t0
 
     def transcribe(self, path: str, realtime: bool = False,
-                   language: str | None = None, speed: float = 1.0) -> FileResult:
-        """Run one file through the engine; errors of the file are in FileResult.error."""
+                   language: str | None = None, speed: float = 1.0,
+                   session_dir: Path | None = None,
+                   on_progress: Callable[[float, str], None] | None = None) -> FileResult:
+        """Run one file through the engine; errors of the file are in FileResult.error.
+        With `session_dir` the run is kept there as a session (journal + metadata);
+        `on_progress(fraction, phase)` is called while waiting (progress bars)."""
         if self._down:
             raise EngineFailure(next(iter(self._down.values())))
         result = FileResult(path, Transcript(source=path))
         job = self._job = _Job(self.engine.open_file(path, realtime, language, speed), result)
+        if session_dir is not None:
+            job.writer = self._open_session(job.sid, lambda: SessionWriter.for_file(
+                session_dir, path))
         if self._diarization_down and "diarization" in self.engine.roles:
             result.transcript.warnings.append(
                 f"diarization unavailable ({self._diarization_down}); speakers are unknown")
@@ -112,8 +124,17 @@ class FileTranscriber:
         try:
             while not self._done(job) and not self.should_stop():
                 self.pump(0.1)
+                if on_progress is not None:
+                    audio_s = result.audio_s or 0.0
+                    frac = min(1.0, job.covered / 16000 / audio_s) if audio_s else 0.0
+                    on_progress(1.0 if job.transcribed else frac,
+                                "speakers" if job.transcribed else "transcribing")
         finally:
             self._job = None
+            if job.writer is not None:
+                done = job.transcribed and job.diarized and not job.failed
+                job.writer.close(result.audio_s or None,
+                                 "complete" if done and not result.error else "interrupted")
         result.wall_s = time.perf_counter() - t0
         tr = result.transcript
         tr.model = self.models.get("transcription", "")
@@ -136,9 +157,10 @@ class FileTranscriber:
             raise EngineFailure(next(iter(self._down.values())))
         if source is None:
             sid, path = self.engine.open_mic(device, language)
-            live = LiveStream(sid, path, mic=True)
+            live = LiveStream(sid, path, mic=True, model=self.models.get("transcription", ""))
             if journal:
-                live.journal = Journal(journal_path(path))
+                live.journal = self._open_session(sid, lambda: SessionWriter.for_recording(
+                    Path(path), device or ""))
         else:
             sid = self.engine.open_live_file(source, language, speed)
             live = LiveStream(sid, source, mic=False)
@@ -159,9 +181,32 @@ class FileTranscriber:
         while not live.done and not self.should_stop():
             self.pump(0.05)
         self.live = None
-        if live.journal:
-            live.journal.close()
+        self.close_live(live)
         return live
+
+    @staticmethod
+    def close_live(live: LiveStream) -> None:
+        """Close a live stream's session: duration, and complete unless it was cut short."""
+        if live.journal is not None:
+            live.journal.close(live.recorded_s or None,
+                               "complete" if live.done and live.error is None else "interrupted")
+            live.journal = None
+
+    def _open_session(self, sid: int, make: Callable[[], SessionWriter]) -> SessionWriter | None:
+        """Create a session's files; a recordings folder that cannot be written is reported
+        and the transcription goes on without a session."""
+        try:
+            writer = make()
+        except OSError as exc:
+            self._emit(StreamError(sid, f"cannot keep the session: {exc.strerror or exc}",
+                                   partial=True))
+            return None
+        self._emit(SessionOpened(sid, str(writer.meta_path)))
+        return writer
+
+    def _emit(self, ev: EngineEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(ev)
 
     def _done(self, job: _Job) -> bool:
         if job.failed:
@@ -192,11 +237,18 @@ class FileTranscriber:
                 pass
         return total
 
+    def _report_session_failure(self, sid: int, writer: SessionWriter | None) -> None:
+        """Once: the session's files stopped being written (a full disk); the engine goes on."""
+        if writer is not None and writer.failed and sid not in self._session_failed:
+            self._session_failed.add(sid)
+            self._emit(StreamError(sid, writer.failed, partial=True))
+
     def _handle(self, ev: EngineEvent) -> None:
         job = self._job
         live = self.live
         if live is not None and getattr(ev, "stream_id", None) == live.sid:
             live.apply(ev, time.monotonic(), self.diarizing)
+            self._report_session_failure(live.sid, live.journal)
             if isinstance(ev, StreamError | TranscriptResult | DiarizationResult | MicStatus
                           | MicLevel | PartialResult | StreamOpened):
                 return
@@ -236,6 +288,10 @@ class FileTranscriber:
                     return  # a re-sent piece this session already has
                 fresh = [seg for seg in ev.segments if seg.start >= job.covered / 16000 - 0.01]
                 job.segments.extend(fresh)
+                if job.writer is not None:
+                    for seg in fresh:
+                        job.writer.segment(seg, self.models.get("transcription", ""))
+                    self._report_session_failure(job.sid, job.writer)
                 job.covered = max(job.covered, ev.upto_sample)
                 job.result.work_s["transcription"] = (job.result.work_s.get("transcription", 0)
                                                       + ev.work_s)
@@ -243,6 +299,8 @@ class FileTranscriber:
             case DiarizationResult(stream_id=sid) if job and sid == job.sid and not job.diarized:
                 job.turns = list(ev.turns)
                 job.result.work_s["diarization"] = ev.work_s
+                if job.writer is not None and ev.final:
+                    job.writer.turns(job.turns, refined=True)
                 job.diarized = ev.final
             case _:
                 pass

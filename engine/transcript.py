@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from engine.messages import Segment, SpeakerTurn, Word
 
 UNKNOWN_SPEAKER = "UNKNOWN"
-_NEAREST_S = 1.0  # a word outside every turn takes the nearest turn within this distance
+NEAREST_S = 1.0  # a word outside every turn takes the nearest turn within this distance
 _MIN_RUN_S = 0.4  # a one-word speaker run shorter than this is folded into its neighbour
 
 
@@ -54,18 +54,32 @@ class Transcript:
         return self.names.get(label, label)
 
 
-class _TurnIndex:
-    def __init__(self, turns: Sequence[SpeakerTurn]) -> None:
-        self.turns = sorted(turns, key=lambda t: t.start)
-        self.starts = [t.start for t in self.turns]
-        self.max_len = max((t.end - t.start for t in self.turns), default=0.0)
+class TurnIndex:
+    """Speaker turns sorted by start, for overlap queries; grows as live turns arrive."""
+
+    def __init__(self, turns: Sequence[SpeakerTurn] = ()) -> None:
+        self.turns: list[SpeakerTurn] = []
+        self.starts: list[float] = []
+        self.max_len = 0.0
+        self.add(turns)
+
+    def add(self, turns: Sequence[SpeakerTurn]) -> None:
+        """Insert turns in order (live turns arrive in time order: appends, O(1) each)."""
+        for t in sorted(turns, key=lambda t: t.start):
+            i = bisect_right(self.starts, t.start)
+            self.starts.insert(i, t.start)
+            self.turns.insert(i, t)
+            self.max_len = max(self.max_len, t.end - t.start)
+
+    def __len__(self) -> int:
+        return len(self.turns)
 
     def speaker(self, start: float, end: float) -> str | None:
-        """The speaker overlapping [start, end] most, else the nearest within _NEAREST_S."""
+        """The speaker overlapping [start, end] most, else the nearest within NEAREST_S."""
         overlap: dict[str, float] = {}
-        lo = bisect_right(self.starts, start - self.max_len - _NEAREST_S)
-        hi = bisect_right(self.starts, end + _NEAREST_S)
-        best_gap, nearest = _NEAREST_S, None
+        lo = bisect_right(self.starts, start - self.max_len - NEAREST_S)
+        hi = bisect_right(self.starts, end + NEAREST_S)
+        best_gap, nearest = NEAREST_S, None
         for t in self.turns[lo:hi]:
             ov = min(end, t.end) - max(start, t.start)
             if ov > 0:
@@ -95,7 +109,11 @@ def _smooth(words: list[Word]) -> list[Word]:
 
 def assign_speakers(segments: Sequence[Segment], turns: Sequence[SpeakerTurn]) -> list[Segment]:
     """Label segments (and their words) with speakers; split segments at speaker changes."""
-    index = _TurnIndex(turns)
+    return label_with(segments, TurnIndex(turns))
+
+
+def label_with(segments: Sequence[Segment], index: TurnIndex) -> list[Segment]:
+    """assign_speakers with a prepared index (the console relabels only the recent end)."""
     out: list[Segment] = []
     for seg in segments:
         if not seg.words:

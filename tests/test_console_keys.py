@@ -5,12 +5,13 @@ Fed the recorded event stream of a real run (tests/data/events_dlg.jsonl)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from textual.widgets import Input
 
 from engine import eventlog
-from engine.config import load_config
+from engine.config import Config, load_config
 from engine.messages import EngineEvent, StreamError, StreamOpened
 from tests.conftest import DATA
 from tests.formats import parse_srt
@@ -93,15 +94,30 @@ async def test_engine_errors_become_notifications(tmp_path: Path) -> None:
         assert any("broken.wav" in t for t in toasts)
 
 
-async def test_open_and_pause_with_the_real_engine(tmp_path: Path) -> None:
-    """Idle console, `o` opens the demo recording (real workers and models), `space` pauses."""
+def _config_with_recordings(tmp_path: Path) -> Config:
+    """The project config with recordings/ in tmp_path, holding (a link to) the demo."""
+    cfg = load_config()
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / "demo_ptbr_4spk.wav").symlink_to(cfg.paths.recordings_dir / "demo_ptbr_4spk.wav")
+    return dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, recordings_dir=rec))
+
+
+async def test_open_and_pause_with_the_real_engine_then_reopen_the_session(
+        tmp_path: Path) -> None:
+    """Idle console, `o` replays the demo recording (real workers and models), `space`
+    pauses; the replay is kept as a session, which `o` reopens later with its speakers; a
+    rename is stored in it and `e` exports beside it."""
     import asyncio
 
-    app = TranscrevApp(load_config(), speed=0.0)
+    from engine.sessions import iter_sessions
+
+    cfg = _config_with_recordings(tmp_path)
+    app = TranscrevApp(cfg, speed=0.0)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("o")
         assert isinstance(app.screen, ChooseScreen)
-        await pilot.press("enter")  # recordings/ holds the demo recording
+        await pilot.press("enter")  # no session yet: the demo recording comes first
         for _ in range(600):
             if app.state.source:
                 break
@@ -117,6 +133,35 @@ async def test_open_and_pause_with_the_real_engine(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.1)
         assert len(app.state.segments) >= 3 and len(app.state.speakers) >= 2
+        for _ in range(600):
+            sessions = list(iter_sessions(cfg.paths.recordings_dir))
+            if sessions and sessions[0].status == "complete":
+                break
+            await asyncio.sleep(0.1)
+        (sess,) = sessions
+        shown = [(s.start, s.text, s.speaker) for s in app.state.segments]
+
+        # a fresh console: reopen the session from disk
+    app = TranscrevApp(cfg, speed=0.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("o")
+        assert isinstance(app.screen, ChooseScreen)
+        await pilot.press("enter")  # the newest session is first
+        await pilot.pause()
+        assert app.state.source_kind == "session"
+        assert [(s.start, s.text, s.speaker) for s in app.state.segments] == shown
+        assert app.state.session_path == str(sess.meta_path)
+        await pilot.press("n", "enter")  # rename the first speaker
+        app.screen.query_one(Input).value = "Lia"
+        await pilot.press("enter")
+        await pilot.pause()
+        first = app.state.speakers[0]
+        await pilot.press("e", "down", "enter")  # srt
+        await pilot.pause()
+    stored = json.loads(sess.meta_path.read_text())["speaker_names"]
+    assert stored == {first: "Lia"}
+    srt = (cfg.paths.recordings_dir / f"{sess.id}.srt").read_text()
+    assert "Lia: " in srt and parse_srt(srt)
 
 
 async def test_search_is_accent_insensitive_and_steps_through_hits(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,11 +37,19 @@ def _screen_until(pred: object, limit: float) -> str:
     return screen
 
 
+def _config(tmp_path: Path) -> Path:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[paths]\nmodels_dir = "{ROOT / "models"}"\n'
+                      f'recordings_dir = "{tmp_path}"\nlog_dir = "{tmp_path}/logs"\n')
+    return config
+
+
 def test_replay_in_tmux_shows_speakers_text_and_gauges_then_quits(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("transcrevai")
     marker = tmp_path / "exit-code"
-    cmd = f"cd {ROOT} && {exe} replay {clip_path('ptbr_dlg_mixed_4spk')} --speed fast; " \
-          f"echo $? > {marker}"
+    config = _config(tmp_path)
+    cmd = f"cd {ROOT} && {exe} --config {config} replay {clip_path('ptbr_dlg_mixed_4spk')} " \
+          f"--speed fast; echo $? > {marker}"
     _tmux("kill-server")
     _tmux("new-session", "-d", "-s", "s", "-x", "80", "-y", "24", cmd)
     try:
@@ -69,16 +78,10 @@ def test_replay_in_tmux_shows_speakers_text_and_gauges_then_quits(tmp_path: Path
 
 def test_live_in_tmux_records_from_the_mic_and_quits_after_confirming(tmp_path: Path) -> None:
     """`transcrevai live` starts recording at once; q asks first, y stops and keeps the WAV."""
-    from tests.vmic import VMicError, require_vmic, start_vmic
+    from tests.vmic import vmic_or_fail
 
-    require_vmic()
-    try:
-        mic = start_vmic()
-    except VMicError as exc:
-        pytest.fail(f"virtual mic failed to start: {exc}", pytrace=False)
-    config = tmp_path / "c.toml"
-    config.write_text(f'[paths]\nmodels_dir = "{ROOT / "models"}"\n'
-                      f'recordings_dir = "{tmp_path}"\nlog_dir = "{tmp_path}/logs"\n')
+    mic = vmic_or_fail()
+    config = _config(tmp_path)
     exe = Path(sys.executable).with_name("transcrevai")
     marker = tmp_path / "exit-code"
     cmd = f"cd {ROOT} && {exe} --config {config} live; echo $? > {marker}"
@@ -102,6 +105,66 @@ def test_live_in_tmux_records_from_the_mic_and_quits_after_confirming(tmp_path: 
         wavs = list(tmp_path.glob("*.wav"))
         assert len(wavs) == 1 and wavs[0].stat().st_size > 16000 * 2 * 10
         assert wavs[0].with_suffix(".jsonl").read_text().count('"segment"') >= 1
+        meta = json.loads(wavs[0].with_suffix(".meta.json").read_text())
+        assert meta["status"] == "complete" and meta["source"] == "mic"
+        assert meta["duration_s"] > 10
     finally:
         _tmux("kill-server")
         mic.stop()
+
+
+def test_killed_live_session_reopens_with_every_committed_segment(tmp_path: Path) -> None:
+    """SIGKILL the whole console (and its workers) while it records: the WAV stays valid,
+    the session is listed as interrupted and exports every segment committed before."""
+    from tests.conftest import run_cli
+    from tests.formats import parse_srt
+    from tests.vmic import vmic_or_fail
+
+    mic = vmic_or_fail()
+    config = _config(tmp_path)
+    exe = Path(sys.executable).with_name("transcrevai")
+    _tmux("kill-server")
+    env = [x for k, v in mic.env.items() for x in ("-e", f"{k}={v}")]
+    _tmux("new-session", "-d", *env, "-s", "s", "-x", "100", "-y", "30",
+          f"cd {ROOT} && exec {exe} --config {config} live")
+    try:
+        assert "REC" in _screen_until(lambda s: "REC" in s, 30)
+        mic.play_async(clip_path("ptbr_dlg_mixed_4spk"))
+        journal: Path | None = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = list(tmp_path.glob("*.jsonl"))
+            if found and found[0].read_text().count('"segment"') >= 3:
+                journal = found[0]
+                break
+            time.sleep(0.2)
+        assert journal is not None, "no three committed phrases within 60 s"
+        console = psutil.Process(int(_tmux("display-message", "-p", "-t", "s",
+                                           "#{pane_pid}").strip()))
+        procs = [console, *console.children(recursive=True)]
+        for proc in procs:
+            proc.kill()
+        psutil.wait_procs(procs, timeout=10)
+        committed = [json.loads(x) for x in journal.read_text().splitlines()
+                     if '"segment"' in x]
+    finally:
+        _tmux("kill-server")
+        mic.stop()
+    sid = journal.stem
+    listing = run_cli("--config", str(config), "sessions")
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(sid))
+    assert row.split()[-1] == "interrupted", row
+    exported = run_cli("--config", str(config), "export", sid, "--format", "json")
+    assert exported.returncode == 0, exported.stderr
+    segs = json.loads(exported.stdout)["segments"]
+    assert [s["text"] for s in segs] == [c["text"] for c in committed]
+    srt = run_cli("--config", str(config), "export", sid, "--format", "srt")
+    assert len(parse_srt(srt.stdout)) >= len(committed)
+    # no file is corrupted: the WAV reads whole, the metadata parses
+    import soundfile as sf
+
+    wav = journal.with_suffix(".wav")
+    info = sf.info(str(wav))
+    assert info.frames > 16000 * 5 and info.samplerate == 16000
+    assert len(sf.read(str(wav))[0]) == info.frames
+    assert json.loads(journal.with_suffix(".meta.json").read_text())["source"] == "mic"

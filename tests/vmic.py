@@ -226,3 +226,15 @@ def wait_until(pred: Callable[[], object], timeout: float, step: float = 0.02) -
             return True
         time.sleep(step)
     return bool(pred())
+
+
+def vmic_or_fail() -> VMic:
+    """The virtual microphone for a test: skipped outside CI when parts are missing (see
+    require_vmic), a test failure when the server does not start."""
+    import pytest
+
+    require_vmic()
+    try:
+        return start_vmic()
+    except VMicError as exc:
+        pytest.fail(f"virtual mic failed to start: {exc}", pytrace=False)

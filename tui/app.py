@@ -23,11 +23,13 @@ from engine.messages import (
     EngineEvent,
     InputDevices,
     MicStatus,
+    ModelLevels,
     StreamError,
     WorkerError,
     WorkerState,
     WorkerStatus,
 )
+from engine.sessions import Session, SessionError, iter_sessions, load_session, store_name
 from tui.bridge import EngineBridge
 from tui.screens.ask import AskScreen
 from tui.screens.choose import ChooseScreen
@@ -41,6 +43,16 @@ from tui.widgets.transcript_view import TranscriptView
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 OTHER = "::another-file::"
+SESSION = "::session::"
+
+
+def session_label(s: Session) -> str:
+    """One line per past session in the open dialog."""
+    mins, secs = divmod(int(s.duration_s), 60)
+    when = s.meta.started.replace("T", " ")[:16]
+    status = "" if s.status == "complete" else f" · {s.status}"
+    return (f"{when} · {mins}:{secs:02d} · {len(s.speakers)} speakers · {s.words} words · "
+            f"{s.meta.source}{status}  ({s.id})")
 LANGUAGES = (("pt", "Português (pt)"), ("auto", "Detect automatically"), ("en", "English"),
              ("es", "Español"), ("fr", "Français"), ("it", "Italiano"), ("de", "Deutsch"))
 
@@ -166,6 +178,13 @@ class TranscrevApp(App[None]):
                 self.notify(f"saved {path}", title="Recording")
             case WorkerError(message=msg, fatal=True, pid=0):  # raised by the bridge
                 self.notify(msg, severity="error", timeout=10)
+            case ModelLevels(error=""):
+                used = ", ".join(f"{kind} {level}" for kind, level in ev.levels)
+                self.notify(f"validated in {ev.elapsed_s:.0f} s: {used}",
+                            title="Quantization levels")
+            case ModelLevels(error=why):
+                self.notify(f"staying on FP32: {why}", title="Quantization levels",
+                            severity="warning")
             case _:
                 pass
 
@@ -226,18 +245,43 @@ class TranscrevApp(App[None]):
         self.refresh_gauges()
 
     def action_open(self) -> None:
+        """Past sessions (reopened from disk, newest first), then recordings to replay."""
         folder = self.config.paths.recordings_dir
+        sessions = list(iter_sessions(folder))[::-1]
         files = sorted(p for p in folder.glob("*") if p.suffix.lower() in AUDIO_SUFFIXES) \
             if folder.is_dir() else []
-        options = [(str(p), p.name) for p in files] + [(OTHER, "Another file…")]
-        self.push_screen(ChooseScreen(f"Open a recording ({folder})", options), self._open)
+        options = [(f"{SESSION}{s.meta_path}", session_label(s)) for s in sessions]
+        options += [(str(p), f"▶ replay {p.name}") for p in files]
+        options.append((OTHER, "Another file…"))
+        self.push_screen(ChooseScreen(f"Open a session or a recording ({folder})", options),
+                         self._open)
 
     def _open(self, choice: str | None) -> None:
         if choice == OTHER:
             self.push_screen(AskScreen("Path of the recording", placeholder="/path/to/file.wav"),
                              self._open)
+        elif choice and choice.startswith(SESSION):
+            self.reopen_session(Path(choice[len(SESSION):]))
         elif choice:
             self.open_recording(choice)
+
+    def reopen_session(self, meta_path: Path) -> None:
+        """Show a past session's transcript and speakers; its audio can be replayed (o)."""
+        try:
+            sess = load_session(meta_path)
+        except SessionError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.state.show_session(sess.meta.audio, sess.duration_s, sess.segments,
+                                sess.refined if sess.refined is not None else sess.turns,
+                                sess.meta.speaker_names, str(sess.meta_path),
+                                sess.meta.language, sess.meta.model)
+        self._sync_transcript()
+        self.refresh_gauges()
+        for warning in sess.warnings:
+            self.notify(warning, severity="warning")
+        self.notify(f"{sess.id}: {len(sess.segments)} segments, {sess.status}",
+                    title="Session")
 
     def open_recording(self, path: str) -> None:
         if self.bridge is None:
@@ -262,8 +306,11 @@ class TranscrevApp(App[None]):
     def _export(self, fmt: str | None) -> None:
         if fmt is None:
             return
-        source = Path(self.state.source or "session")
-        target = source.with_suffix(f".{fmt}")
+        if self.state.session_path:  # beside the session's files in recordings/
+            meta = Path(self.state.session_path)
+            target = meta.with_name(meta.name.removesuffix(".meta.json") + f".{fmt}")
+        else:
+            target = Path(self.state.source or "session").with_suffix(f".{fmt}")
         try:
             tmp = target.with_name(f".{target.name}.tmp")
             tmp.write_text(render(self.state.transcript(), fmt), encoding="utf-8")
@@ -291,6 +338,11 @@ class TranscrevApp(App[None]):
             if name is not None:
                 self.state.rename(label, name)
                 self._sync_transcript()
+                if self.state.session_path:  # kept with the session, used by every export
+                    try:
+                        store_name(Path(self.state.session_path), label, name)
+                    except SessionError as exc:
+                        self.notify(str(exc), severity="error")
 
         self.push_screen(AskScreen(f"New name for {self.state.name(label)}",
                                    self.state.name(label)), apply)

@@ -122,7 +122,8 @@ class EngineBridge(threading.Thread):
                     match cmd:
                         case OpenCommand():
                             runner.transcribe(cmd.path, realtime=cmd.realtime,
-                                              language=cmd.language, speed=cmd.speed)
+                                              language=cmd.language, speed=cmd.speed,
+                                              session_dir=self.config.paths.recordings_dir)
                         case RecordCommand() if runner.live is None:
                             runner.start_live(None, cmd.language, device=cmd.device)
                         case StopRecordingCommand():
@@ -139,8 +140,8 @@ class EngineBridge(threading.Thread):
                 while runner.live is not None and time.monotonic() < deadline:
                     runner.pump(0.05)
                     self._finish_live(runner)
-                if runner.live is not None and runner.live.journal is not None:
-                    runner.live.journal.close()
+                if runner.live is not None:
+                    runner.close_live(runner.live)
         finally:
             engine.stop()
             self._flush(time.monotonic())
@@ -149,6 +150,5 @@ class EngineBridge(threading.Thread):
     def _finish_live(runner: FileTranscriber) -> None:
         live = runner.live
         if live is not None and live.done:
-            if live.journal is not None:
-                live.journal.close()
+            runner.close_live(live)
             runner.live = None

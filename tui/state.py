@@ -7,6 +7,7 @@ are re-attached whenever either changes, and the user's names for speakers survi
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from engine.messages import (
@@ -17,6 +18,7 @@ from engine.messages import (
     MicStatus,
     PartialResult,
     Segment,
+    SessionOpened,
     SpeakerTurn,
     StreamError,
     StreamOpened,
@@ -27,11 +29,12 @@ from engine.messages import (
     WorkerStatus,
 )
 from engine.transcript import (
+    NEAREST_S,
     UNKNOWN_SPEAKER,
     Transcript,
-    assign_speakers,
+    TurnIndex,
     fold,
-    speaker_order,
+    label_with,
 )
 
 ROLES_SHOWN = ("capture", "transcription", "diarization")
@@ -86,20 +89,33 @@ class ConsoleState:
     matches: list[int] = field(default_factory=list)  # segment indices
     match_pos: int = -1
     version: int = 0  # bumped when the transcript changes
+    session_paths: dict[int, str] = field(default_factory=dict)  # stream -> session metadata
+    session_path: str = ""  # the shown session's metadata file (renames are stored there)
 
     def __post_init__(self) -> None:
         self._labelled: list[Segment] = []
         self._speakers: list[str] = []
+        self._first: dict[str, int] = {}  # speaker -> index of its first labelled segment
+        self._pieces: list[int] = []  # labelled segments made from each raw segment
+        self._index: TurnIndex | None = None
+        # (version, first labelled index that changed): views redraw only from there
+        self._changes: deque[tuple[int, int]] = deque(maxlen=256)
+        self._forgotten = 0  # changes up to this version are no longer in _changes
 
     # ------------------------------------------------------------ events
     def apply(self, ev: EngineEvent, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         match ev:
+            case SessionOpened(stream_id=sid, meta_path=meta):
+                self.session_paths[sid] = meta
+                if sid == self.stream_id:
+                    self.session_path = meta
             case StreamOpened(stream_id=sid, path=path, duration_s=dur):
                 if sid != self.stream_id:  # a new recording: a new transcript
                     self.stream_id = sid
                     self.raw_segments, self.turns, self.names = [], [], {}
                     self.partial, self.recorded_s = "", 0.0
+                    self.session_path = self.session_paths.get(sid, "")
                     self._relabel()
                 mic = ev.format.startswith("mic")
                 self.source, self.source_kind, self.duration_s = path, \
@@ -127,14 +143,19 @@ class ConsoleState:
                     self.raw_segments.extend(segs)
                     self.language = segs[-1].language or self.language
                     self.partial = ""
-                    self._relabel()
+                    self._relabel(len(self.raw_segments) - len(segs))
             case DiarizationResult(turns=turns, incremental=True):
                 if turns:
                     self.turns.extend(turns)
-                    self._relabel()
+                    if self._index is None:
+                        self._index = TurnIndex(self.turns)
+                    else:
+                        self._index.add(turns)
+                    self._relabel(self._affected_from(min(t.start for t in turns)))
             case DiarizationResult(turns=turns):
                 # the offline pass: its labels are mapped onto the live ones, names survive
                 self.turns = list(turns)
+                self._index = None
                 self._relabel()
             case StreamError(message=msg):
                 self.errors.append(msg)
@@ -166,15 +187,54 @@ class ConsoleState:
         if w.state != WorkerState.RESTARTING:
             w.state = m.state
 
-    def _relabel(self) -> None:
-        self._labelled = (assign_speakers(self.raw_segments, self.turns) if self.turns
-                          else list(self.raw_segments))
-        self._speakers = speaker_order(self._labelled)
+    def _affected_from(self, t: float) -> int:
+        """First raw segment new turns starting at `t` can relabel (they end near or after
+        it); live turns arrive for the recent end, so this walks back only a few segments."""
+        j = len(self.raw_segments)
+        while j > 0 and self.raw_segments[j - 1].end >= t - NEAREST_S - 0.01:
+            j -= 1
+        return j
+
+    def _relabel(self, from_raw: int = 0) -> None:
+        """Label raw segments from `from_raw` on; earlier labels stay as they were. A live
+        session's cost per update thus stays flat however long the transcript grows."""
+        if from_raw == 0:
+            self._labelled, self._pieces, self._first = [], [], {}
+            self._index = TurnIndex(self.turns) if self.turns else None
+        keep = len(self._labelled) - sum(self._pieces[from_raw:])
+        fresh: list[Segment] = []
+        counts: list[int] = []
+        for seg in self.raw_segments[from_raw:]:
+            pieces = label_with([seg], self._index) if self._index is not None else [seg]
+            fresh.extend(pieces)
+            counts.append(len(pieces))
+        self._labelled[keep:] = fresh
+        self._pieces[from_raw:] = counts
+        # speakers in order of first appearance: only those first seen in the tail move
+        self._first = {k: i for k, i in self._first.items() if i < keep}
+        for i in range(keep, len(self._labelled)):
+            self._first.setdefault(self._labelled[i].speaker or UNKNOWN_SPEAKER, i)
+        self._speakers = sorted(self._first, key=self._first.__getitem__)
         if self.query:  # segment indices move when speakers split segments
             needle = fold(self.query)
-            self.matches = [i for i, s in enumerate(self._labelled) if needle in fold(s.text)]
+            self.matches = [m for m in self.matches if m < keep] + [
+                i for i in range(keep, len(self._labelled))
+                if needle in fold(self._labelled[i].text)]
             self.match_pos = min(max(self.match_pos, 0), len(self.matches) - 1)
         self.version += 1
+        if len(self._changes) == self._changes.maxlen:
+            self._forgotten = self._changes[0][0]
+        self._changes.append((self.version, keep))
+
+    def changed_from(self, since_version: int) -> int | None:
+        """First segment index changed after `since_version` (None: redraw everything)."""
+        if since_version < 0 or since_version < self._forgotten:
+            return None  # never drawn, or too many changes ago to know
+        first = len(self._labelled)
+        for version, index in self._changes:
+            if version > since_version:
+                first = min(first, index)
+        return first
 
     # ------------------------------------------------------------ views
     @property
@@ -211,6 +271,19 @@ class ConsoleState:
     @property
     def current_match(self) -> int | None:
         return self.matches[self.match_pos] if self.matches else None
+
+    def show_session(self, source: str, duration_s: float, segments: list[Segment],
+                     turns: list[SpeakerTurn], names: dict[str, str], meta_path: str,
+                     language: str = "", model: str = "") -> None:
+        """Show a past session read from disk (no engine stream behind it)."""
+        self.stream_id = -1  # results of any earlier stream are no longer shown
+        self.source, self.source_kind, self.duration_s = source, "session", duration_s
+        self.raw_segments, self.turns, self.names = list(segments), list(turns), dict(names)
+        self.partial, self.recording, self.recorded_s = "", False, 0.0
+        self.session_path = meta_path
+        self.language, self.model = language or self.language, model or self.model
+        self.started = None
+        self._relabel()
 
     def rename(self, label: str, name: str) -> None:
         """Name a speaker everywhere (an empty name restores the label)."""

@@ -1,12 +1,16 @@
 """The conversation: committed segments grouped by speaker turn.
 
-Line-based (RichLog), so hours of text cost no more per update than minutes; new segments
-are appended, and the whole log is redrawn only when speaker labels or names change.
+Line-based (RichLog), so hours of text cost no more per update than minutes: new segments
+are appended, a live speaker update redraws from the first segment it relabelled, and the
+whole log is redrawn only when names or the search change.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from rich.text import Text
+from textual.geometry import Size
 from textual.widgets import RichLog
 
 from engine.messages import Segment
@@ -53,22 +57,33 @@ class TranscriptView(RichLog):
         self.speaker = speaker
         self._version = -1
         self._shown = 0
-        self._labels: list[str | None] = []
         self._line_of: dict[int, int] = {}  # segment index -> first line in the log
+        self._order: list[int] = []  # segment indices shown, ascending (for bisect)
         self._search: tuple[str, int | None] = ("", None)
 
     def sync(self) -> None:
-        """Bring the log up to date with the state (append, or redraw on relabel/search)."""
-        segs = self.state.segments
+        """Bring the log up to date with the state: append new segments, redraw from the
+        first segment whose label changed (live speaker updates touch only the last few), and
+        everything only when names or the search change."""
         if self.state.version == self._version:
             return
-        labels = [s.speaker for s in segs[: self._shown]]
+        segs = self.state.segments
         search = (self.state.query, self.state.current_match)
-        if labels != self._labels[: self._shown] or self._shown > len(segs) or \
-                self._names_changed() or search != self._search or self.state.query:
+        start = self.state.changed_from(self._version)
+        if start is None or self._names_changed() or search != self._search or \
+                self._shown > len(segs):
             self.clear()
             self._shown = 0
             self._line_of = {}
+            self._order = []
+        elif start < self._shown:
+            k = bisect_left(self._order, start)
+            cut = self._line_of[self._order[k]] if k < len(self._order) else len(self.lines)
+            for i in self._order[k:]:
+                del self._line_of[i]
+            del self._order[k:]
+            self._truncate(cut)
+            self._shown = start
         hits = set(self.state.matches)
         current = self.state.current_match
         prev: object = segs[self._shown - 1].speaker if self._shown else _NOBODY
@@ -76,18 +91,25 @@ class TranscriptView(RichLog):
             seg = segs[i]
             if self.speaker is None or seg.speaker == self.speaker:
                 self._line_of[i] = len(self.lines)
+                self._order.append(i)
                 hit = 2 if i == current else 1 if i in hits else 0
                 self.write(render_segment(self.state, seg, seg.speaker != prev, self.speaker,
                                           hit, plain=self.app.no_color))
             prev = seg.speaker
         self._shown = len(segs)
-        self._labels = [s.speaker for s in segs]
         self._version = self.state.version
         self._names = dict(self.state.names)
         self._search = search
         self.auto_scroll = not self.state.query  # stay on the match while searching
         if current is not None and current in self._line_of:
             self.scroll_to(y=max(0, self._line_of[current] - 2), animate=False)
+
+    def _truncate(self, n_lines: int) -> None:
+        """Drop the log's lines from `n_lines` on (RichLog can only append or clear)."""
+        del self.lines[n_lines:]
+        self._line_cache.clear()
+        self.virtual_size = Size(self._widest_line_width, len(self.lines))
+        self.refresh()
 
     def _names_changed(self) -> bool:
         return getattr(self, "_names", {}) != self.state.names
