@@ -63,3 +63,41 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     line = assert_one_line_error(run_cli("--config", str(tmp_path / "nope.toml"),
                                          "transcribe", "x.wav"))
     assert "nope.toml" in line
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[vad]\nthreshold = 2.0\n", "vad.threshold"),
+    ("[live]\nend_silence_ms = 10\n", "live.end_silence_ms"),
+    ("[live]\nblock_s = 'fast'\n", "live.block_s"),
+    ("[limits]\ntranscription_mb = -5\n", "limits.transcription_mb"),
+    ("[models]\nforbid = 'int4'\n", "models.forbid"),
+    ("[models]\nforbid = 'fp32'\n", "models.forbid"),
+    ("[models]\nquantize = 'yes'\n", "models.quantize"),
+    ("[paths]\nmodels_dir = 3\n", "paths.models_dir"),
+    ("[paths]\nmodels_dir = 'no/such/folder'\n", "paths.models_dir"),
+    ("[paths]\nrecordings_dir = 'a-file'\n", "paths.recordings_dir"),
+    ("[engine]\nmax_read_ahead_s = 20\n", "engine.max_read_ahead_s"),
+])
+def test_config_errors_on_the_cli_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    """Every command refuses a bad config in one line naming the key (exit 2)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    cfg = tmp_path / "c.toml"
+    models = DEFAULT_CONFIG_PATH.parent / "models"
+    if "models_dir" not in text:  # a valid models folder, so only the bad key is wrong
+        text = (text.replace("[paths]\n", f'[paths]\nmodels_dir = "{models}"\n')
+                if "[paths]" in text else f'[paths]\nmodels_dir = "{models}"\n' + text)
+    cfg.write_text(text)
+    for args in (("transcribe", "x.wav"), ("sessions",)):
+        proc = run_cli("--config", str(cfg), *args)
+        assert needle in assert_one_line_error(proc)
+        assert proc.returncode == 2
+
+
+def test_another_config_file_is_used(tmp_path: Path) -> None:
+    """--config PATH: its recordings folder is the one listed (created when missing)."""
+    cfg = tmp_path / "c.toml"
+    models = DEFAULT_CONFIG_PATH.parent / "models"
+    cfg.write_text(f'[paths]\nmodels_dir = "{models}"\nrecordings_dir = "rec"\n')
+    proc = run_cli("--config", str(cfg), "sessions")
+    assert proc.returncode == 0, proc.stderr
+    assert not proc.stdout.strip()  # no sessions in the new folder

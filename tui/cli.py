@@ -8,11 +8,24 @@ from collections.abc import Sequence
 
 from engine import cli
 from engine.config import Config
+from engine.messages import EngineEvent
 
 SPEEDS = {"1": 1.0, "2": 2.0, "fast": 0.0}
 
 
 def run_console(cfg: Config, args: argparse.Namespace) -> int:
+    if args.command == "bench" and args.soak:  # the soak also times the console's state
+        from engine.bench_soak import run_soak
+        from tui.state import ConsoleState
+
+        cli.prepare_levels(cfg)
+        state = ConsoleState()
+
+        def observe(events: Sequence[EngineEvent]) -> None:
+            for ev in events:
+                state.apply(ev)
+
+        return run_soak(cfg, args, observe)
     if args.command == "bench":  # bench --console
         from tui.bench import run_console_bench
 
