@@ -149,7 +149,9 @@ def test_pkill_of_transcription_during_realtime_replay_is_survived(
     proc = _realtime_cli("--format", "json", "--output", str(out))
     _wait_for_workers(proc, 3)
     time.sleep(10)
-    killed = subprocess.run(["pkill", "-KILL", "-f", "transcrevai: transcription"])
+    # only this run's worker (-P: children of the command): other runs on the machine live on
+    killed = subprocess.run(["pkill", "-KILL", "-P", str(proc.pid), "-f",
+                             "transcrevai: transcription"])
     assert killed.returncode == 0  # something was killed
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

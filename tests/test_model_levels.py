@@ -69,7 +69,14 @@ def test_whisper_fp16_unavailable_here_and_forbidden_levels_fall_through(
                                         allowed={"int8_float32", "float16", "float32"})
     lv = _by_level(res)
     assert lv["int8"].result == "forbidden"
-    assert res.in_use == "int8_float32" and lv["int8_float32"].result == "accepted"
+    # accepted, unless a loaded machine timed it slower than float32 (then skipped for that)
+    assert lv["int8_float32"].agreement is not None
+    assert lv["int8_float32"].agreement >= ct2_chain.MIN_WORD_AGREEMENT
+    if lv["int8_float32"].result == "accepted":
+        assert res.in_use == "int8_float32"
+    else:
+        assert "slower than float32" in lv["int8_float32"].reason
+        assert res.in_use == "float32"
     if "float16" not in supported:
         res = ct2_chain.build_whisper_chain(whisper_folder, tmp_path / "b", DIGEST,
                                             allowed={"float16", "float32"})
@@ -233,7 +240,7 @@ def test_first_start_runs_fp32_then_switches_in_the_background(tmp_path: Path) -
     assert (models / "cache" / "whisper.manifest.json").is_file()
 
 
-def test_der_with_the_chosen_levels_within_a_point_of_fp32() -> None:
+def test_der_with_the_chosen_levels_within_a_point_of_fp32(tmp_path: Path) -> None:
     """The pyannote sample: DER (no collar) with the levels in use vs all-FP32."""
     from pyannote.metrics.diarization import DiarizationErrorRate
 
@@ -241,16 +248,18 @@ def test_der_with_the_chosen_levels_within_a_point_of_fp32() -> None:
     emb = MODELS / "diarization" / "campplus.onnx"
     chosen = {k: levels.choose(CFG, k, p, DIARIZATION_FILES[p.name][0]).path
               for k, p in (("segmentation", seg), ("embedding", emb))}
-    assert any(p != src for p, src in zip(chosen.values(), (seg, emb), strict=True)), \
-        "no quantized level in use: nothing to compare"
+    # the CAM++ FP16 the chain picks on this machine (it can be skipped as "slower" when a
+    # loaded machine times it, so it is also made here: its accuracy is what is tested)
+    fp16 = tmp_path / "campplus.fp16.onnx"
+    q.convert_fp16("embedding", emb, fp16)
     audio = load_audio(clip_path("en_pyannote_sample"))
     ref = read_rttm(ROOT / "tests" / "data" / "rttm" / "en_pyannote_sample.rttm")
     ders = []
-    for s, e in ((seg, emb), (chosen["segmentation"], chosen["embedding"])):
+    for s, e in ((seg, emb), (chosen["segmentation"], chosen["embedding"]), (seg, fp16)):
         hyp = to_annotation(Diarizer(s, e)(audio, 16000))
         ders.append(100 * DiarizationErrorRate(collar=0.0)(ref, hyp))
-    print(f"DER fp32 {ders[0]:.2f}%  chosen levels {ders[1]:.2f}%")
-    assert abs(ders[1] - ders[0]) <= 1.0
+    print(f"DER fp32 {ders[0]:.2f}%  chosen levels {ders[1]:.2f}%  CAM++ fp16 {ders[2]:.2f}%")
+    assert abs(ders[1] - ders[0]) <= 1.0 and abs(ders[2] - ders[0]) <= 1.0
 
 
 def test_models_command_prints_every_level() -> None:

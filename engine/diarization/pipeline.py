@@ -30,7 +30,7 @@ processed in blocks so that memory stays flat for long recordings.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,12 +191,17 @@ class Diarizer:
         return int(math.ceil(seconds / self.frame_s - 1e-9))
 
     # ------------------------------------------------------------------ entry point
-    def __call__(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[Turn]:
-        """Diarize mono audio in [-1, 1]; returns turns sorted by start time."""
+    def __call__(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                 release: Callable[[int], None] | None = None) -> list[Turn]:
+        """Diarize mono audio in [-1, 1]; returns turns sorted by start time.
+
+        The audio is read window by window (a memory-mapped file works); `release(n)` is
+        called once samples before n are no longer needed.
+        """
         wav = _as_mono_16k(audio, sample_rate)
         if wav.shape[0] < SEG_FIELD:
             return []
-        analysis = self._analyse(wav)
+        analysis = self._analyse(wav, release)
         labels, num = self._cluster(analysis)
         if num == 0:
             return []
@@ -204,7 +209,8 @@ class Diarizer:
         return self._to_turns(binary, wav.shape[0] / SAMPLE_RATE)
 
     # ------------------------------------------------------------------ stages 1 + 2
-    def _analyse(self, wav: np.ndarray) -> _Analysis:
+    def _analyse(self, wav: np.ndarray,
+                 release: Callable[[int], None] | None = None) -> _Analysis:
         """Segment all windows (batched) and embed their pieces, block by block."""
         extra = max(0, wav.shape[0] - self.window)
         starts = np.arange(1 + math.ceil(extra / self.step), dtype=np.int64) * self.step
@@ -228,6 +234,8 @@ class Diarizer:
             out.activity[b0 : b0 + len(block)] = act
             if act.any():
                 self._embed_block(wav, out, b0, len(block), recent)
+            if release is not None and b0 + bs < len(starts):
+                release(int(starts[b0 + bs]))  # the next batch starts there
         return out
 
     def _split(self, active: np.ndarray) -> list[tuple[int, int]]:

@@ -1,9 +1,11 @@
 """Capture worker: turns a source (a file or the microphone) into audio chunks.
 
 Chunks go straight to the transcription and diarization inboxes (one queue hop per stage).
-Capture keeps every chunk a consumer has not acknowledged yet, so a restarted consumer gets
-exactly the audio it had not finished, and it reads at most `max_read_ahead_s` ahead of
-transcription (backpressure: memory stays bounded on long files).
+Capture keeps the chunks transcription has not acknowledged yet, and reads at most
+`max_read_ahead_s` ahead of it (backpressure: memory stays bounded on long files); a
+restarted consumer gets exactly the audio it had not finished, from those chunks or, for
+what is no longer held (diarization acknowledges a file only at its end), read again from
+the file.
 
 A microphone stream is written to its WAV as it is captured, and that file is what a
 restarted consumer (or a restarted capture) reads back: nothing is held in memory for
@@ -13,6 +15,7 @@ capture process was running.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -79,6 +82,7 @@ class _Stream:
     retained: deque[AudioChunk] = field(default_factory=deque)
     t0: float = field(default_factory=time.monotonic)
     live: bool = False
+    block_samples: int = 0  # the read size, so a re-read gives the very same chunks
 
 
 @dataclass
@@ -179,9 +183,9 @@ class CaptureHandler:
         for role, epoch, offset in msg.resume:
             if role in consumers:
                 consumers[role] = _Consumer(role, self.outputs, epoch, offset, offset)
+        block = self.live_block if msg.live else self.block
         st = _Stream(msg.stream_id, info, msg.language, msg.realtime, max(msg.speed, 0.01),
-                     read_blocks(info, self.live_block if msg.live else self.block), consumers,
-                     live=msg.live)
+                     read_blocks(info, block), consumers, live=msg.live, block_samples=block)
         if msg.resume:  # the previous capture had fed this much already: no pacing before it
             st.t0 -= msg.catch_up_samples / SAMPLE_RATE / st.speed
         self.streams[msg.stream_id] = st
@@ -426,11 +430,18 @@ class CaptureHandler:
 
     # ---------------------------------------------------------------- acks and re-sending
     def _release(self, st: _Stream) -> None:
-        """Drop chunks every consumer has acknowledged; forget finished streams."""
-        floor = min(c.acked for c in st.consumers.values()) if st.consumers else st.offset
+        """Drop chunks transcription has acknowledged; forget finished streams.
+
+        Only transcription's window is held (it is bounded by the read-ahead). Diarization
+        acknowledges a file only at its end, so holding its audio would hold the whole file;
+        a restarted consumer that is further behind gets that part read again from the file.
+        """
+        acks = [c.acked for c in st.consumers.values()]
+        lead = st.consumers.get("transcription")
+        floor = lead.acked if lead is not None else min(acks, default=st.offset)
         while st.retained and st.retained[0].end_sample <= floor:
             st.retained.popleft()
-        if st.done_reading and floor >= st.offset:
+        if st.done_reading and min(acks, default=st.offset) >= st.offset:
             del self.streams[st.sid]
 
     def _resend(self, st: _Stream, role: Role, ack: int) -> None:
@@ -441,12 +452,31 @@ class CaptureHandler:
         c.skip_below = 0
         c.put(StreamStart(st.sid, st.language, c.epoch, c.acked, live=st.live,
                           path=str(st.info.path)))
+        held_from = st.retained[0].start_sample if st.retained else st.offset
+        if c.acked < held_from:
+            _read_again(st, c, c.acked, held_from)
         for chunk in st.retained:
             if chunk.end_sample > c.acked:
                 c.put(AudioChunk(st.sid, chunk.seq, chunk.start_sample, chunk.samples,
                                        c.epoch))
         if st.done_reading:
             c.put(EndOfStream(st.sid, st.offset, c.epoch))
+
+
+def _read_again(st: _Stream, c: _Consumer, start: int, stop: int) -> None:
+    """Send samples [start, stop) of a file stream again, read from the file with the same
+    block size (so the same chunks at the same offsets); used for rare re-sends only."""
+    offset = seq = 0
+    try:
+        for block in read_blocks(st.info, st.block_samples):
+            end = offset + len(block)
+            if end > start:
+                c.put(AudioChunk(st.sid, seq, offset, block, c.epoch))
+            offset, seq = end, seq + 1
+            if offset >= stop:
+                return
+    except AudioFileError as exc:  # the file changed or vanished: that consumer ends short
+        print(f"re-reading {st.info.path} for {c.role} failed: {exc}", file=sys.stderr)
 
 
 def _db(x: float) -> float:

@@ -127,7 +127,7 @@ class DiarizationHandler:
                 if st is not None:
                     yield from self._live_end(sid, st, msg.total_samples)
             case StreamStart():
-                self.table.start(msg)
+                self.table.start(msg, spill=True)  # a whole file: kept on disk, not in RAM
             case AudioChunk():
                 st = self.table.get(msg)
                 if st is not None:
@@ -139,7 +139,8 @@ class DiarizationHandler:
                 audio = st.audio()
                 offset_s = st.start_sample / SAMPLE_RATE
                 t0 = time.perf_counter()
-                turns = self.diarizer(audio, SAMPLE_RATE) if len(audio) else []
+                release = getattr(st, "release", None)
+                turns = self.diarizer(audio, SAMPLE_RATE, release=release) if len(audio) else []
                 self.table.finish(sid, total)
                 yield DiarizationResult(
                     sid, tuple(SpeakerTurn(round(t.start + offset_s, 3),
