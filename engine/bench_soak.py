@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
@@ -223,10 +222,3 @@ def format_report(r: SoakReport) -> str:
     if r.error:
         lines.append(f"  error: {r.error}")
     return "\n".join(lines)
-
-
-def summary(r: SoakReport) -> dict[str, Any]:
-    """The figures a test or a note needs."""
-    return {"growth_pct": r.growth_pct, "max_lag_s": r.max_lag_s, "restarts": r.restarts,
-            "max_queue_depth": r.max_queue_depth, "observer_growth": r.observer_growth,
-            "samples": len(r.samples), "error": r.error}

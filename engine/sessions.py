@@ -286,7 +286,10 @@ class Session:
 
     @property
     def speakers(self) -> list[str]:
-        return self.transcript().speakers if self.segments else []
+        """Speakers the diarizer found (from the turns: listing many sessions must not
+        relabel every transcript)."""
+        turns = self.refined if self.refined is not None else self.turns
+        return list(dict.fromkeys(t.speaker for t in turns)) if self.segments else []
 
 
 def _read_journal(path: Path, sess: Session) -> None:

@@ -77,17 +77,32 @@ def describe(choice: Choice, config: Config) -> str:
     return choice.level + (" (validating)" if waiting else "")
 
 
-def _sources(config: Config, kind: str) -> tuple[Path, str]:
-    """(verified source, its pinned sha256); raises ModelError like a worker load would."""
-    from engine.models.registry import DIARIZATION_FILES, diarization_paths, resolve_whisper
+def _sources(config: Config, kind: str, verify: bool = True) -> tuple[Path, str]:
+    """(source, its pinned sha256). With `verify` the files are checked (raising ModelError
+    like a worker load would); without, only located: every start asks whether the cache
+    holds, and the workers verify the same files as they load, so hashing them here too
+    would double that work."""
+    from engine.models.registry import (
+        DIARIZATION_DIR,
+        DIARIZATION_FILES,
+        diarization_paths,
+        resolve_whisper,
+    )
 
     if kind == "whisper":
-        src = resolve_whisper(config.transcription.model, config.paths.models_dir,
-                              config.transcription.allow_download)
-        folder = Path(src.model)
+        if verify or config.transcription.model != "base":
+            src = resolve_whisper(config.transcription.model, config.paths.models_dir,
+                                  config.transcription.allow_download)
+            folder = Path(src.model)
+        else:
+            folder = config.paths.models_dir / "whisper-base"
         return folder, whisper_digest(config, folder)
-    seg, emb = diarization_paths(config.paths.models_dir)
-    path = seg if kind == "segmentation" else emb
+    if verify:
+        seg, emb = diarization_paths(config.paths.models_dir)
+        path = seg if kind == "segmentation" else emb
+    else:
+        name = "segmentation-3.0.onnx" if kind == "segmentation" else "campplus.onnx"
+        path = config.paths.models_dir / DIARIZATION_DIR / name
     return path, DIARIZATION_FILES[path.name][0]
 
 
@@ -136,7 +151,7 @@ def needs_build(config: Config) -> list[str]:
         if kind != "whisper" and not config.diarization.enabled:
             continue
         try:
-            source, digest = _sources(config, kind)
+            source, digest = _sources(config, kind, verify=False)
             if cached(config, kind, source, digest) is None:
                 todo.append(kind)
         except Exception:  # noqa: BLE001 - a model that cannot load is the worker's error
