@@ -19,9 +19,9 @@ from engine.audio.paths import AudioFileError, check_file
 from engine.config import PROJECT_ROOT, Config, ConfigError, check_paths, load_config
 from engine.export import FORMATS, render
 from engine.messages import FAULT_KINDS, ROLES, FaultSpec
-from engine.session import EngineFailure, FileResult, FileTranscriber
+from engine.runner import EngineFailure, FileResult, Runner
 from engine.sessions import SessionError
-from engine.supervisor import Engine
+from engine.supervisor import Supervisor
 
 __all__ = ["PROJECT_ROOT", "main", "parse_fault", "setup_logging"]
 
@@ -221,8 +221,8 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
     many = len(files) > 1
     faults = _faults(args)
     failed = len(files) - len(good)
-    with Engine(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
-        runner = FileTranscriber(engine)
+    with Supervisor(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
+        runner = Runner(engine)
         _info("loading models…")
         runner.wait_ready()
         for i, f in enumerate(good, 1):
@@ -384,15 +384,15 @@ def prepare_levels(cfg: Config) -> None:
 
 
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
-    from engine.bench import run_bench
+    from engine.bench.replay import run_bench
 
     prepare_levels(cfg)
     if args.soak:
-        from engine.bench_soak import run_soak
+        from engine.bench.soak import run_soak
 
         return run_soak(cfg, args)
     if args.live:
-        from engine.bench_live import run_live_bench
+        from engine.bench.live import run_live_bench
 
         return run_live_bench(cfg, args)
     return run_bench(cfg, args)

@@ -112,7 +112,7 @@ class _Slot:
         return sum(self.ratios) / len(self.ratios) if self.ratios else None
 
 
-class Engine:
+class Supervisor:
     """The set of supervised worker processes for one console or CLI run."""
 
     def __init__(self, config: Config, diarization: bool = True,
@@ -337,7 +337,7 @@ class Engine:
                 slot.events = None
         rx.close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Supervisor:
         self.start()
         return self
 

@@ -16,8 +16,8 @@ from engine import eventlog
 from engine.cli import parse_fault
 from engine.config import load_config
 from engine.messages import EngineEvent, Heartbeat
-from engine.session import FileTranscriber
-from engine.supervisor import Engine
+from engine.runner import Runner
+from engine.supervisor import Supervisor
 
 
 def record(clip: str, faults: list[str]) -> list[EngineEvent]:
@@ -25,8 +25,8 @@ def record(clip: str, faults: list[str]) -> list[EngineEvent]:
     events: list[EngineEvent] = []
     live = "--live" in faults
     faults = [f for f in faults if f != "--live"]
-    with Engine(cfg, faults=[parse_fault(f) for f in faults]) as engine:
-        runner = FileTranscriber(engine, on_event=events.append)
+    with Supervisor(cfg, faults=[parse_fault(f) for f in faults]) as engine:
+        runner = Runner(engine, on_event=events.append)
         runner.wait_ready()
         if live:
             runner.run_live(clip, "pt")

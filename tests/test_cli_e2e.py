@@ -14,10 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.bench import edit_distance, normalize, read_rttm
 from engine.config import load_config
 from engine.export import from_json, render
 from engine.models.registry import assemble_whisper_base
+from engine.scoring import edit_distance, normalize, read_rttm
 from tests.conftest import ROOT, assert_one_line_error, clip_path, clips, run_cli
 from tests.formats import parse_srt, parse_vtt
 

@@ -19,8 +19,8 @@ import pytest
 
 from engine.config import Config, load_config
 from engine.messages import FAULT_KINDS, ROLES, FaultSpec, WorkerState, WorkerStatus
-from engine.session import FileTranscriber
-from engine.supervisor import Engine
+from engine.runner import Runner
+from engine.supervisor import Supervisor
 from engine.transcript import Transcript
 from tests.conftest import ROOT, clip_path
 
@@ -39,9 +39,9 @@ def _config(tmp_path: Path) -> Config:
     return cfg.replace("limits", over_limit_s=0.5)
 
 
-def _run(cfg: Config, faults: list[FaultSpec]) -> tuple[Transcript, FileTranscriber]:
-    with Engine(cfg, faults=faults) as engine:
-        runner = FileTranscriber(engine)
+def _run(cfg: Config, faults: list[FaultSpec]) -> tuple[Transcript, Runner]:
+    with Supervisor(cfg, faults=faults) as engine:
+        runner = Runner(engine)
         runner.wait_ready()
         result = runner.transcribe(str(clip_path(CLIP)))
         assert result.ok, result.error
@@ -165,15 +165,15 @@ def test_transcription_failing_for_good_keeps_the_text_so_far(tmp_path: Path) ->
     an error, and the next file is refused at once."""
     cfg = _config(tmp_path).replace("engine", backoff_initial_s=0.1, max_restarts=0)
     cfg = cfg.replace("transcription", max_chunk_s=5.0)  # publish every few seconds
-    with Engine(cfg, faults=[FaultSpec("transcription", "crash", 14.0)]) as engine:
-        runner = FileTranscriber(engine)
+    with Supervisor(cfg, faults=[FaultSpec("transcription", "crash", 14.0)]) as engine:
+        runner = Runner(engine)
         runner.wait_ready()
         result = runner.transcribe(str(clip_path(CLIP)), realtime=True)
         assert result.error and "stopped part-way" in result.error
         segments = result.transcript.segments
         assert segments  # text published before the crash is kept
         assert all(s.end <= 16.0 for s in segments)  # and nothing after it was invented
-        from engine.session import EngineFailure
+        from engine.runner import EngineFailure
 
         with pytest.raises(EngineFailure, match="transcription"):
             runner.transcribe(str(clip_path(CLIP)))

@@ -271,9 +271,9 @@ def test_recordings_disk_filling_up_mid_session(tmp_path: Path) -> None:
     the session files stay valid up to what fit."""
     from engine.config import load_config
     from engine.messages import MicStatus, StreamError
-    from engine.session import FileTranscriber
+    from engine.runner import Runner
     from engine.sessions import find_session
-    from engine.supervisor import Engine
+    from engine.supervisor import Supervisor
     from tests.vmic import require_vmic, vmic_or_fail
 
     require_vmic()
@@ -297,8 +297,8 @@ def test_recordings_disk_filling_up_mid_session(tmp_path: Path) -> None:
     events: list[object] = []
     try:
         os.environ.update(mic.env)
-        with Engine(cfg) as engine:
-            runner = FileTranscriber(engine, on_event=events.append)
+        with Supervisor(cfg) as engine:
+            runner = Runner(engine, on_event=events.append)
             runner.wait_ready()
             live = runner.start_live(None)
             mic.play_async(clip_path("ptbr_dlg_mixed_4spk"))
@@ -349,8 +349,8 @@ def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
     peak memory stays within a few MB of what a 1-minute file needs. Holding the audio whole
     (46 MB as float32, twice that while joining) would show."""
     from engine.config import load_config
-    from engine.session import FileTranscriber
-    from engine.supervisor import Engine
+    from engine.runner import Runner
+    from engine.supervisor import Supervisor
 
     speech, _ = sf.read(str(clip_path("ptbr_dlg_mixed_4spk")), dtype="float32")
     rng = np.random.default_rng(7)
@@ -368,8 +368,8 @@ def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
     write(long, 12)
     peaks: dict[str, dict[str, float]] = {}
     for path in (short, long):
-        with Engine(load_config()) as engine:  # fresh workers: peaks of this file alone
-            runner = FileTranscriber(engine)
+        with Supervisor(load_config()) as engine:  # fresh workers: peaks of this file alone
+            runner = Runner(engine)
             runner.wait_ready()
             result = runner.transcribe(str(path))
             assert result.ok, result.error

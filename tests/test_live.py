@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.bench import edit_distance, normalize
 from engine.config import Config, load_config
-from engine.session import FileTranscriber
-from engine.supervisor import Engine
+from engine.runner import Runner
+from engine.scoring import edit_distance, normalize
+from engine.supervisor import Supervisor
 from tests.conftest import clip_path, clips
 
 SR = 16000
@@ -24,9 +24,9 @@ def _config(tmp: Path) -> Config:
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileTranscriber]:
-    with Engine(_config(tmp_path_factory.mktemp("live"))) as engine:
-        r = FileTranscriber(engine)
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    with Supervisor(_config(tmp_path_factory.mktemp("live"))) as engine:
+        r = Runner(engine)
         r.wait_ready()
         yield r
 
@@ -57,7 +57,7 @@ def _noises(folder: Path) -> dict[str, Path]:
     return out
 
 
-def test_silence_noise_and_hum_give_no_text(runner: FileTranscriber, tmp_path: Path) -> None:
+def test_silence_noise_and_hum_give_no_text(runner: Runner, tmp_path: Path) -> None:
     for name, path in _noises(tmp_path).items():
         live = runner.run_live(str(path), speed=2.0)
         assert live.error is None, (name, live.error)
@@ -65,7 +65,7 @@ def test_silence_noise_and_hum_give_no_text(runner: FileTranscriber, tmp_path: P
         assert live.stats.partial_texts == [], (name, live.stats.partial_texts)
 
 
-def test_a_dialogue_streams_partials_commits_and_speaker_labels(runner: FileTranscriber) -> None:
+def test_a_dialogue_streams_partials_commits_and_speaker_labels(runner: Runner) -> None:
     clip = clips()["ptbr_dlg_mixed_4spk"]
     live = runner.run_live(str(clip_path(clip["id"])), language="pt")
     assert live.error is None
@@ -110,8 +110,8 @@ def test_bench_live_reports_latency_and_partials_as_json() -> None:
 
 def test_a_missing_microphone_is_one_line_and_replay_still_works(tmp_path: Path) -> None:
     cfg = _config(tmp_path).replace("live", device="no-such-microphone-xyz")
-    with Engine(cfg) as engine:
-        r = FileTranscriber(engine)
+    with Supervisor(cfg) as engine:
+        r = Runner(engine)
         r.wait_ready()
         live = r.start_live(None)
         deadline = 30.0

@@ -14,11 +14,11 @@ import pytest
 import soundfile as sf
 from scipy.signal import correlate
 
-from engine.bench import edit_distance, normalize
 from engine.config import Config, load_config
 from engine.messages import EngineEvent, MicStatus, WorkerState
-from engine.session import FileTranscriber
-from engine.supervisor import Engine
+from engine.runner import Runner
+from engine.scoring import edit_distance, normalize
+from engine.supervisor import Supervisor
 from tests.conftest import clip_path, clips
 from tests.vmic import VMic, VMicError, require_vmic, start_vmic
 
@@ -146,8 +146,8 @@ def test_capture_killed_mid_session_keeps_the_recording_and_resumes(mic_env: VMi
         if isinstance(ev, MicStatus):
             statuses.append(ev)
 
-    with Engine(cfg) as engine:
-        runner = FileTranscriber(engine, on_event=watch)
+    with Supervisor(cfg) as engine:
+        runner = Runner(engine, on_event=watch)
         runner.wait_ready()
         live = runner.start_live(None, "pt")
         deadline = time.monotonic() + 20
@@ -212,8 +212,8 @@ def test_microphone_lost_mid_session_is_retried_and_the_session_goes_on(
         monkeypatch.setenv(key, value)
     statuses: list[MicStatus] = []
     try:
-        with Engine(_config(tmp_path)) as engine:
-            runner = FileTranscriber(engine, on_event=lambda ev: statuses.append(ev)
+        with Supervisor(_config(tmp_path)) as engine:
+            runner = Runner(engine, on_event=lambda ev: statuses.append(ev)
                                      if isinstance(ev, MicStatus) else None)
             runner.wait_ready()
             live = runner.start_live(None, "pt")

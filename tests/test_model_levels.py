@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from engine.audio.source import read_audio as load_audio
 from engine.config import Config, ConfigError, load_config, parse_config
-from engine.diarization.evaluate import load_audio, read_rttm, to_annotation
 from engine.diarization.pipeline import Diarizer
 from engine.messages import ModelLevels, TranscriptResult, WorkerState, WorkerStatus
 from engine.models import ct2_chain, levels
 from engine.models import quantize as q
 from engine.models.registry import DIARIZATION_FILES, WHISPER_BASE_FILES, resolve_whisper
-from engine.supervisor import Engine
+from engine.scoring import annotation as to_annotation
+from engine.scoring import read_rttm as read_rttm_turns
+from engine.supervisor import Supervisor
 from tests.conftest import ROOT, clip_path, run_cli
 
 CFG = load_config()
@@ -194,7 +196,7 @@ def test_first_start_runs_fp32_then_switches_in_the_background(tmp_path: Path) -
     cfg = _config_for(models, tmp_path)
     seen: list[tuple[float, object]] = []
     t0 = time.monotonic()
-    with Engine(cfg) as engine:
+    with Supervisor(cfg) as engine:
         ready_at: dict[str, float] = {}
         switched: ModelLevels | None = None
         deadline = time.monotonic() + 240
@@ -253,7 +255,8 @@ def test_der_with_the_chosen_levels_within_a_point_of_fp32(tmp_path: Path) -> No
     fp16 = tmp_path / "campplus.fp16.onnx"
     q.convert_fp16("embedding", emb, fp16)
     audio = load_audio(clip_path("en_pyannote_sample"))
-    ref = read_rttm(ROOT / "tests" / "data" / "rttm" / "en_pyannote_sample.rttm")
+    ref = to_annotation(read_rttm_turns(
+        ROOT / "tests" / "data" / "rttm" / "en_pyannote_sample.rttm"))
     ders = []
     for s, e in ((seg, emb), (chosen["segmentation"], chosen["embedding"]), (seg, fp16)):
         hyp = to_annotation(Diarizer(s, e)(audio, 16000))

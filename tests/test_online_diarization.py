@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from engine.diarization.evaluate import load_audio, read_rttm, to_annotation
-from engine.diarization.online import OnlineDiarizer, relabel_stable, run_stream
+from engine.audio.source import read_audio as load_audio
+from engine.bench.diarization import run_stream
+from engine.diarization.online import OnlineDiarizer, relabel_stable
 from engine.diarization.pipeline import Diarizer
 from engine.messages import SpeakerTurn
 from engine.models.registry import diarization_paths
+from engine.scoring import annotation as to_annotation
+from engine.scoring import read_rttm as read_rttm_turns
 from tests.conftest import DATA, ROOT, clips
 
 SR = 16000
@@ -34,7 +37,7 @@ def _run(clip_id: str) -> dict[str, Any]:
     """Offline and online (0.2 s blocks, calls recorded) results of one clip, computed once."""
     clip = clips()[clip_id]
     audio = load_audio(DATA / clip["file"])
-    ref = read_rttm(DATA / clip["rttm"])
+    ref = to_annotation(read_rttm_turns(DATA / clip["rttm"]))
     seg, emb = _models()
     offline = Diarizer(seg, emb, threads=1)(audio, SR)
     online = OnlineDiarizer(seg, emb, threads=1)

@@ -184,15 +184,17 @@ def test_der_with_chosen_levels_within_one_point(seg_chain: q.ChainResult,
                                                  emb_chain: q.ChainResult) -> None:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from engine.diarization.evaluate import load_audio, read_rttm, to_annotation
+    from engine.audio.source import read_audio as load_audio
     from engine.diarization.pipeline import Diarizer
+    from engine.scoring import annotation as to_annotation
+    from engine.scoring import read_rttm as read_rttm_turns
 
     data = Path(__file__).resolve().parent / "data"
     fp32 = Diarizer(SEG, EMB)
     chosen = Diarizer(seg_chain.path, emb_chain.path)
     for clip in ("en_pyannote_sample", "ptbr_dlg_mixed_4spk"):
         audio = load_audio(data / "wav" / f"{clip}.wav")
-        ref = read_rttm(data / "rttm" / f"{clip}.rttm")
+        ref = to_annotation(read_rttm_turns(data / "rttm" / f"{clip}.rttm"))
         der_fp32 = DiarizationErrorRate()(ref, to_annotation(fp32(audio, 16000)))
         der_q = DiarizationErrorRate()(ref, to_annotation(chosen(audio, 16000)))
         print(f"{clip}: DER fp32 {100 * der_fp32:.2f}%  chosen levels {100 * der_q:.2f}%")

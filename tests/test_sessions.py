@@ -20,7 +20,7 @@ import pytest
 
 from engine.config import load_config
 from engine.export import from_json, render
-from engine.session import FileTranscriber
+from engine.runner import Runner
 from engine.sessions import (
     JOURNAL_SUFFIX,
     META_SUFFIX,
@@ -30,7 +30,7 @@ from engine.sessions import (
     load_session,
     search_sessions,
 )
-from engine.supervisor import Engine
+from engine.supervisor import Supervisor
 from engine.transcript import fold
 from tests.conftest import ROOT, assert_one_line_error, clip_path, run_cli
 from tests.formats import parse_srt, parse_vtt
@@ -49,8 +49,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sessions")
     _config(folder)
     rec = folder / "rec"
-    with Engine(load_config(folder / "config.toml")) as engine:
-        runner = FileTranscriber(engine)
+    with Supervisor(load_config(folder / "config.toml")) as engine:
+        runner = Runner(engine)
         runner.wait_ready()
         result = runner.transcribe(str(clip_path("ptbr_dlg_mixed_4spk")), session_dir=rec)
         assert result.ok, result.error

@@ -14,7 +14,7 @@ import pytest
 
 from engine.config import Config, load_config
 from engine.messages import EngineEvent, WorkerState, WorkerStatus
-from engine.supervisor import Engine, backoff_delay
+from engine.supervisor import Supervisor, backoff_delay
 
 FAKE = "tests.fake_workers"
 
@@ -25,7 +25,7 @@ def _config(tmp_path: Path, **engine: float) -> Config:
     return cfg.replace("engine", **engine) if engine else cfg
 
 
-def _run_until(engine: Engine, done: object, limit: float) -> list[tuple[float, EngineEvent]]:
+def _run_until(engine: Supervisor, done: object, limit: float) -> list[tuple[float, EngineEvent]]:
     """Poll the engine, recording (time, event), until done(events) or `limit` seconds."""
     seen: list[tuple[float, EngineEvent]] = []
     t0 = time.monotonic()
@@ -46,7 +46,7 @@ def test_backoff_doubles_caps_and_gives_up(tmp_path: Path) -> None:
     cfg = _config(tmp_path, backoff_initial_s=0.1, backoff_max_s=0.4, max_restarts=4,
                   restart_window_s=60.0)
     modules = {"capture": f"{FAKE}:make_crashing_handler", "transcription": FAKE}
-    with Engine(cfg, diarization=False, handler_modules=modules) as engine:
+    with Supervisor(cfg, diarization=False, handler_modules=modules) as engine:
         seen = _run_until(engine, lambda s: any(
             isinstance(e, WorkerStatus) and e.state == WorkerState.FAILED for _, e in s), 30)
         statuses = _statuses(seen, "capture")
@@ -73,7 +73,7 @@ def test_first_restart_waits_two_seconds(tmp_path: Path,
     cfg = _config(tmp_path)  # the default backoff
     assert backoff_delay(0, cfg.engine.backoff_initial_s, cfg.engine.backoff_max_s) == 2.0
     modules = {"capture": f"{FAKE}:make_crashing_handler", "transcription": FAKE}
-    with Engine(cfg, diarization=False, handler_modules=modules) as engine:
+    with Supervisor(cfg, diarization=False, handler_modules=modules) as engine:
         seen = _run_until(engine, lambda s: any(
             isinstance(e, WorkerStatus) and e.role == "capture"
             and e.state == WorkerState.READY for _, e in s), 30)
@@ -90,7 +90,7 @@ def test_backoff_formula() -> None:
 
 
 def test_stop_ends_every_worker_within_three_seconds(tmp_path: Path) -> None:
-    engine = Engine(_config(tmp_path), diarization=True,
+    engine = Supervisor(_config(tmp_path), diarization=True,
                     handler_modules={r: FAKE for r in ("capture", "transcription",
                                                        "diarization")})
     engine.start()
@@ -109,7 +109,7 @@ def test_metrics_report_every_worker(tmp_path: Path) -> None:
 
     cfg = _config(tmp_path, heartbeat_interval=0.2)
     modules = {r: FAKE for r in ("capture", "transcription", "diarization")}
-    with Engine(cfg, diarization=True, handler_modules=modules) as engine:
+    with Supervisor(cfg, diarization=True, handler_modules=modules) as engine:
         seen = _run_until(engine, lambda s: sum(isinstance(e, EngineMetrics) for _, e in s) >= 8
                           and all(sl.rss > 0 for sl in engine.slots.values()), 30)
         last = [e for _, e in seen if isinstance(e, EngineMetrics)][-1]

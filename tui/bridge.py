@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from engine.config import Config
 from engine.messages import EngineEvent, WorkerError
-from engine.session import EngineFailure, FileTranscriber
-from engine.supervisor import Engine
+from engine.runner import EngineFailure, Runner
+from engine.supervisor import Supervisor
 
 BATCH_S = 0.05
 log = logging.getLogger("transcrevai.console")
@@ -56,7 +56,7 @@ class EngineBridge(threading.Thread):
         self._batch: list[EngineEvent] = []
         self._last_post = 0.0
         self._stop_event = threading.Event()
-        self.engine: Engine | None = None
+        self.engine: Supervisor | None = None
 
     def open(self, path: str, realtime: bool = True, language: str | None = None,
              speed: float = 1.0) -> None:
@@ -108,10 +108,10 @@ class EngineBridge(threading.Thread):
         # a session cut short by a crash or power cut: make its WAV whole before anything
         for path in repair_recordings(self.config.paths.recordings_dir):
             log.warning("repaired the header of %s (an interrupted recording)", path)
-        engine = self.engine = Engine(self.config, diarization=self.config.diarization.enabled)
+        engine = self.engine = Supervisor(self.config, diarization=self.config.diarization.enabled)
         try:
             engine.start()
-            runner = FileTranscriber(engine, on_event=self._collect,
+            runner = Runner(engine, on_event=self._collect,
                                      should_stop=self._stop_event.is_set)
             while not self._stop_event.is_set():
                 try:
@@ -147,7 +147,7 @@ class EngineBridge(threading.Thread):
             self._flush(time.monotonic())
 
     @staticmethod
-    def _finish_live(runner: FileTranscriber) -> None:
+    def _finish_live(runner: Runner) -> None:
         live = runner.live
         if live is not None and live.done:
             runner.close_live(live)

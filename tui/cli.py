@@ -15,7 +15,7 @@ SPEEDS = {"1": 1.0, "2": 2.0, "fast": 0.0}
 
 def run_console(cfg: Config, args: argparse.Namespace) -> int:
     if args.command == "bench" and args.soak:  # the soak also times the console's state
-        from engine.bench_soak import run_soak
+        from engine.bench.soak import run_soak
         from tui.state import ConsoleState
 
         cli.prepare_levels(cfg)

@@ -20,7 +20,7 @@ import soxr
 from engine.audio.paths import AudioFileError, check_file
 from engine.messages import SAMPLE_RATE
 
-__all__ = ["AudioFileError", "AudioInfo", "probe", "read_blocks"]
+__all__ = ["AudioFileError", "AudioInfo", "probe", "read_audio", "read_blocks"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,12 @@ def read_blocks(info: AudioInfo, block_samples: int) -> Iterator[np.ndarray]:
         yield from emit(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     if pending_len:
         yield np.concatenate(pending).astype(np.float32, copy=False)
+
+
+def read_audio(path: str | os.PathLike[str], block_s: float = 10.0) -> np.ndarray:
+    """A whole (short) file as 16 kHz mono float32, through the same reader as the engine.
+
+    For tests, benchmarks and model probes; the engine itself streams blocks."""
+    info = probe(path)
+    blocks = list(read_blocks(info, max(1, int(block_s * SAMPLE_RATE))))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)

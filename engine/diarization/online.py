@@ -34,14 +34,8 @@ the user gave to live speakers survive the refinement.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -560,93 +554,3 @@ def relabel_stable(live: list[SpeakerTurn], offline: list[SpeakerTurn]) -> dict[
         mapping[s] = f"SPEAKER_{n:02d}"
         used.add(mapping[s])
     return mapping
-
-
-# ---------------------------------------------------------------------- dev script
-def run_stream(
-    diarizer: OnlineDiarizer, audio: np.ndarray, block_s: float = 0.2
-) -> tuple[list[SpeakerTurn], list[float], float]:
-    """Feed ``audio`` in blocks as a microphone would; returns the turns, the label delay of
-    each (stream position when returned minus turn end) and the CPU seconds spent."""
-    block = max(1, int(round(block_s * SAMPLE_RATE)))
-    turns: list[SpeakerTurn] = []
-    delays: list[float] = []
-    cpu = 0.0
-    for i in range(0, audio.shape[0], block):
-        t0 = time.process_time()
-        got = diarizer.feed(audio[i : i + block])
-        cpu += time.process_time() - t0
-        pos = min(audio.shape[0], i + block) / SAMPLE_RATE
-        turns += got
-        delays += [pos - t.end for t in got]
-    t0 = time.process_time()
-    got = diarizer.flush()
-    cpu += time.process_time() - t0
-    turns += got
-    delays += [audio.shape[0] / SAMPLE_RATE - t.end for t in got]
-    return turns, delays, cpu
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Offline vs online DER (collar +-0.25 s), speakers, CPU ratio and label delay per clip;
-    ``--set name=value`` overrides an OnlineParams field."""
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    from engine.diarization.evaluate import load_audio, read_rttm, to_annotation
-    from engine.diarization.pipeline import Diarizer
-    from engine.models.registry import diarization_paths
-
-    parser = argparse.ArgumentParser(description="online vs offline diarization on a corpus")
-    parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2]
-                        / "models")
-    parser.add_argument("--block", type=float, default=0.2, help="feed block, seconds")
-    parser.add_argument("--no-offline", action="store_true", help="skip the offline pass")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    args = parser.parse_args(argv)
-    fields = {f.name for f in dataclasses.fields(OnlineParams)}
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            parser.error(f"unknown parameter {name!r}")
-        overrides[name] = json.loads(value)
-    params = OnlineParams(**overrides)
-    print(params)
-    seg, emb = diarization_paths(args.models)
-    offline = Diarizer(seg, emb, threads=1)
-    manifest = json.loads((args.corpus / "manifest.json").read_text())
-    clips = [c for c in manifest["clips"] if c.get("rttm")]
-    pooled_off, pooled_on = DiarizationErrorRate(collar=0.5), DiarizationErrorRate(collar=0.5)
-    print(f"{'clip':24s} {'offDER':>7s} {'onDER':>7s} {'spk on/off/ref':>15s} "
-          f"{'ratio':>6s} {'d50':>5s} {'d95':>5s}")
-    all_delays: list[float] = []
-    cpu_total = audio_total = 0.0
-    for clip in clips:
-        audio = load_audio(args.corpus / clip["file"])
-        ref = read_rttm(args.corpus / clip["rttm"])
-        off_der, n_off = float("nan"), 0
-        if not args.no_offline:
-            off = to_annotation(offline(audio, SAMPLE_RATE))
-            off_der, n_off = pooled_off(ref, off), len(off.labels())
-        online = OnlineDiarizer(seg, emb, params, threads=1)
-        turns, delays, cpu = run_stream(online, audio, args.block)
-        hyp = to_annotation(turns)  # type: ignore[arg-type]
-        on_der = pooled_on(ref, hyp)
-        dur = audio.shape[0] / SAMPLE_RATE
-        cpu_total += cpu
-        audio_total += dur
-        all_delays += delays
-        d = np.percentile(delays, [50, 95]) if delays else np.array([np.nan, np.nan])
-        print(f"{clip['id']:24s} {100 * off_der:6.2f}% {100 * on_der:6.2f}% "
-              f"{len(hyp.labels()):>5d}/{n_off}/{len(ref.labels())}      "
-              f"{cpu / dur:6.3f} {d[0]:5.2f} {d[1]:5.2f}", flush=True)
-    d = np.percentile(all_delays, [50, 95]) if all_delays else np.array([np.nan, np.nan])
-    off_pool = abs(pooled_off) if not args.no_offline else float("nan")
-    print(f"{'POOLED':24s} {100 * off_pool:6.2f}% {100 * abs(pooled_on):6.2f}% "
-          f"{'':15s} {cpu_total / max(audio_total, 1e-9):6.3f} {d[0]:5.2f} {d[1]:5.2f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

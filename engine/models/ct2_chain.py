@@ -59,7 +59,7 @@ def supported_levels() -> set[str]:
 
 def word_agreement(text: str, reference: str) -> float:
     """1 - word error rate of `text` against `reference` (clamped at 0), as the bench counts."""
-    from engine.bench import edit_distance, normalize
+    from engine.scoring import edit_distance, normalize
 
     hyp, ref = normalize(text), normalize(reference)
     if not ref:

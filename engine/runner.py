@@ -33,7 +33,7 @@ from engine.messages import (
     WorkerStatus,
 )
 from engine.sessions import SessionWriter
-from engine.supervisor import Engine
+from engine.supervisor import Supervisor
 from engine.transcript import Transcript, assign_speakers, without_speakers
 
 
@@ -68,10 +68,10 @@ class _Job:
     writer: SessionWriter | None = None  # the session kept on disk (console replays)
 
 
-class FileTranscriber:
-    """Feeds files to an Engine and waits for each transcript."""
+class Runner:
+    """Feeds recordings and live streams to a Supervisor and folds its events into transcripts."""
 
-    def __init__(self, engine: Engine,
+    def __init__(self, engine: Supervisor,
                  on_event: Callable[[EngineEvent], None] | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> None:
         self.engine = engine

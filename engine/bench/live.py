@@ -24,11 +24,11 @@ from typing import Any
 
 import psutil
 
-from engine.bench import _annotation, _pct, _uem, edit_distance, load_corpus, normalize
-from engine.bench import read_rttm as read_rttm_turns
+from engine.bench.corpus import load_corpus, pct
 from engine.config import Config
-from engine.session import FileTranscriber
-from engine.supervisor import Engine
+from engine.runner import Runner
+from engine.scoring import annotation, edit_distance, normalize, read_rttm, uem
+from engine.supervisor import Supervisor
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _partial_gaps(times: list[float], limit: float = 4.0) -> list[float]:
     return [b - a for a, b in zip(times, times[1:], strict=False) if b - a <= limit]
 
 
-def _cpu_seconds(engine: Engine) -> float:
+def _cpu_seconds(engine: Supervisor) -> float:
     total = 0.0
     for pid in [None, *(p.pid for p in engine.procs.values() if p.pid and p.is_alive())]:
         try:
@@ -90,8 +90,8 @@ def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
     m_refined = DiarizationErrorRate(collar=0.5, skip_overlap=False)
     rows: list[LiveRow] = []
     cpu_s = wall_s = 0.0
-    with Engine(cfg, diarization=cfg.diarization.enabled) as engine:
-        runner = FileTranscriber(engine)
+    with Supervisor(cfg, diarization=cfg.diarization.enabled) as engine:
+        runner = Runner(engine)
         runner.wait_ready()
         for clip in clips:
             runner.peak_rss_bytes = 0
@@ -106,11 +106,11 @@ def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
             der_l = der_r = None
             found = len({t.speaker for t in live.turns}) if live.turns else None
             if clip.get("rttm") and runner.diarizing:
-                ref_ann = _annotation(read_rttm_turns(corpus / clip["rttm"]), clip["id"])
-                uem = _uem(clip["duration_s"])
-                der_l = m_live(ref_ann, _annotation(live.turns, clip["id"]), uem=uem)
+                ref_ann = annotation(read_rttm(corpus / clip["rttm"]), clip["id"])
+                whole = uem(clip["duration_s"])
+                der_l = m_live(ref_ann, annotation(live.turns, clip["id"]), uem=whole)
                 if live.refined is not None:
-                    der_r = m_refined(ref_ann, _annotation(live.refined, clip["id"]), uem=uem)
+                    der_r = m_refined(ref_ann, annotation(live.refined, clip["id"]), uem=whole)
             st = live.stats
             gaps = _partial_gaps(st.partial_times)
             rows.append(LiveRow(
@@ -177,16 +177,16 @@ def _print(rows: list[LiveRow], p: dict[str, Any]) -> None:
     for r in rows:
         spk = "-" if r.speakers_live is None else f"{r.speakers_live}/{r.speakers_ref}"
         name = r.id + (" *" if r.synthetic else "")
-        print(f"{name:28} {r.duration_s:6.1f} {_pct(r.wer):>6} {_pct(r.der_live):>7} "
-              f"{_pct(r.der_refined):>6} {spk:>5} {_s(r.latency_p50_s):>6} "
+        print(f"{name:28} {r.duration_s:6.1f} {pct(r.wer):>6} {pct(r.der_live):>7} "
+              f"{pct(r.der_refined):>6} {spk:>5} {_s(r.latency_p50_s):>6} "
               f"{_s(r.latency_p95_s):>6} {_s(r.label_delay_p50_s):>7} "
               f"{_s(r.partial_interval_s):>6} {r.peak_rss_mb:7.0f}"
               + (f"  ERROR {r.error}" if r.error else ""))
     print("-" * len(head))
-    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {_pct(p['wer'])}%  "
-          f"WER en {_pct(p['wer_en'])}%  "
-          f"DER live {_pct(p['der_live'])}%  DER after the offline pass "
-          f"{_pct(p['der_refined'])}%  (±0.25 s collar)")
+    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {pct(p['wer'])}%  "
+          f"WER en {pct(p['wer_en'])}%  "
+          f"DER live {pct(p['der_live'])}%  DER after the offline pass "
+          f"{pct(p['der_refined'])}%  (±0.25 s collar)")
     print(f"pooled: phrase end -> committed p50 {_s(p['latency_p50_s'])} s, p95 "
           f"{_s(p['latency_p95_s'])} s over {p['phrases']} phrases; speaker label delay p50 "
           f"{_s(p['label_delay_p50_s'])} s; partial every {_s(p['partial_interval_s'])} s "

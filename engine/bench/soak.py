@@ -30,11 +30,11 @@ import numpy as np
 import psutil
 import soundfile as sf
 
-from engine.bench import load_corpus
+from engine.bench.corpus import load_corpus
 from engine.config import Config
 from engine.messages import SAMPLE_RATE, EngineEvent
-from engine.session import FileTranscriber
-from engine.supervisor import Engine
+from engine.runner import Runner
+from engine.supervisor import Supervisor
 
 Observer = Callable[[Sequence[EngineEvent]], None]
 GAP_S = 0.6  # silence between clips: a pause ends the phrase like a real conversation
@@ -91,7 +91,7 @@ def build_loop_wav(clips: list[Path], seconds: float, out: Path) -> float:
     return written / SAMPLE_RATE
 
 
-def _rss(engine: Engine) -> dict[str, float]:
+def _rss(engine: Supervisor) -> dict[str, float]:
     out = {"supervisor": psutil.Process().memory_info().rss / 1e6}
     for role, proc in engine.procs.items():
         try:
@@ -142,8 +142,8 @@ def soak(cfg: Config, clips: list[Path], minutes: float, observer: Observer | No
     with tempfile.TemporaryDirectory(prefix="transcrevai-soak-") as tmp:
         wav = Path(tmp) / "soak.wav"
         report.audio_s = build_loop_wav(clips, seconds, wav)
-        with Engine(cfg, diarization=cfg.diarization.enabled) as engine:
-            runner = FileTranscriber(engine, on_event=on_event)
+        with Supervisor(cfg, diarization=cfg.diarization.enabled) as engine:
+            runner = Runner(engine, on_event=on_event)
             runner.wait_ready()
             live = runner.start_live(str(wav), speed=1.0, journal=False)
             t0 = time.monotonic()

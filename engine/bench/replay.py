@@ -1,0 +1,180 @@
+"""`transcrevai bench`: WER, DER, speed and memory on a corpus laid out like shared/corpus.
+
+It drives the same engine as `transcribe` (one engine for all clips, so model loading is
+measured once and kept out of the processing ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from engine.bench.corpus import clip_language, is_en, is_pt, load_corpus, pct
+from engine.config import Config
+from engine.runner import Runner
+from engine.scoring import annotation, der_metric, edit_distance, normalize, read_rttm, uem
+from engine.supervisor import Supervisor
+
+
+@dataclass
+class ClipRow:
+    id: str
+    language: str
+    synthetic: bool
+    duration_s: float
+    wer: float | None
+    ref_words: int
+    errors: int
+    der: float | None
+    der_c0: float | None
+    speakers_found: int | None
+    speakers_ref: int
+    processing_ratio: float
+    transcription_ratio: float
+    diarization_ratio: float | None
+    peak_rss_mb: float
+    error: str | None = None
+
+
+def run_bench(cfg: Config, args: argparse.Namespace) -> int:
+    loaded = load_corpus(args)
+    if loaded is None:
+        return 2
+    corpus, clips = loaded
+    if args.faults:
+        from engine.bench.faults import run_fault_bench
+
+        return run_fault_bench(cfg, corpus, clips, args.json)
+    # pooled DER over the real clips (what the report's label says); synthetic apart
+    pooled = {"real": (der_metric(0.25), der_metric(0.0)),
+              "synthetic": (der_metric(0.25), der_metric(0.0))}
+    rows: list[ClipRow] = []
+    diarize = cfg.diarization.enabled
+    t_start = time.perf_counter()
+    me = psutil.Process()
+    with Supervisor(cfg, diarization=diarize) as engine:
+        runner = Runner(engine)
+        runner.wait_ready()
+        load_s = time.perf_counter() - t_start
+        cpu0, wall0 = sum(me.cpu_times()[:2]), time.perf_counter()
+        for clip in clips:
+            runner.peak_rss_bytes = 0
+            res = runner.transcribe(str(corpus / clip["file"]), language=clip_language(clip))
+            tr = res.transcript
+            ref = normalize(clip["transcript"])
+            hyp = normalize(" ".join(s.text for s in tr.segments))
+            errors = edit_distance(ref, hyp)
+            der = der_c0 = None
+            found = None
+            diar_failed = False
+            if diarize:
+                found = len({t.speaker for t in tr.turns}) if tr.diarized else None
+                if clip.get("rttm"):
+                    # a clip whose diarization failed is scored with no speech found (all
+                    # of its reference time missed), never left out of the pool
+                    diar_failed = not tr.diarized
+                    ref_ann = annotation(read_rttm(corpus / clip["rttm"]), clip["id"])
+                    hyp_ann = annotation(tr.turns if tr.diarized else [], clip["id"])
+                    whole = uem(clip["duration_s"])
+                    m, m0 = pooled["synthetic" if clip.get("synthetic") else "real"]
+                    der = m(ref_ann, hyp_ann, uem=whole)
+                    der_c0 = m0(ref_ann, hyp_ann, uem=whole)
+            audio = res.audio_s or clip["duration_s"]
+            d_work = res.work_s.get("diarization")
+            error = res.error or ("diarization failed" if diar_failed else None)
+            rows.append(ClipRow(
+                clip["id"], clip["language"], bool(clip.get("synthetic")), audio,
+                errors / max(1, len(ref)), len(ref), errors, der, der_c0, found,
+                int(clip.get("n_speakers") or 0), res.wall_s / audio,
+                res.work_s.get("transcription", 0.0) / audio,
+                None if d_work is None else d_work / audio,
+                runner.peak_rss_bytes / 2**20, error))
+        supervisor_cpu = (sum(me.cpu_times()[:2]) - cpu0) / max(1e-9, time.perf_counter() - wall0)
+        workers = {w.role: w for w in engine.metrics().workers}
+    report = _pooled(rows, pooled, load_s, runner.load_s)
+    report["supervisor_cpu_percent"] = round(100 * supervisor_cpu, 2)
+    report["workers"] = {
+        role: {"processing_ratio": None if w.processing_ratio is None
+               else round(w.processing_ratio, 4), "restarts": w.restarts,
+               "crashes": w.crashes, "memory_violations": w.memory_violations,
+               "hangs": w.hangs, "model": w.model,
+               "peak_rss_mb": round(w.peak_rss_bytes / 2**20)}
+        for role, w in workers.items()}
+    if args.json:
+        print(json.dumps({"clips": [r.__dict__ for r in rows], "pooled": report}, indent=2,
+                         ensure_ascii=False))
+    else:
+        _print_table(rows, report)
+    return 1 if report["errors"] else 0
+
+
+def _pooled(rows: list[ClipRow], pooled: dict[str, tuple[Any, Any]], load_s: float,
+            worker_load_s: dict[str, float]) -> dict[str, Any]:
+    def wer_of(sel: list[ClipRow]) -> float | None:
+        words = sum(r.ref_words for r in sel)
+        return sum(r.errors for r in sel) / words if words else None
+
+    def der_of(group: str, synthetic: bool) -> tuple[float | None, float | None]:
+        if not any(r.der is not None and r.synthetic == synthetic for r in rows):
+            return None, None
+        m, m0 = pooled[group]
+        return abs(m), abs(m0)
+
+    pt_real = [r for r in rows if is_pt(r.language) and not r.synthetic]
+    audio = sum(r.duration_s for r in rows)
+    der, der_c0 = der_of("real", False)
+    der_syn, der_syn_c0 = der_of("synthetic", True)
+    return {
+        "wer": wer_of(pt_real),
+        "wer_pt_real_clips": len(pt_real),
+        "wer_synthetic": wer_of([r for r in rows if r.synthetic]),
+        "wer_en": wer_of([r for r in rows if is_en(r.language) and not r.synthetic]),
+        "der": der,  # real clips with reference turns (PT and EN), ±0.25 s collar
+        "der_c0": der_c0,
+        "der_real_clips": sum(1 for r in rows if r.der is not None and not r.synthetic),
+        "der_synthetic": der_syn,
+        "der_synthetic_c0": der_syn_c0,
+        "diarization_failures": sum(1 for r in rows if r.error == "diarization failed"),
+        "processing_ratio": sum(r.processing_ratio * r.duration_s for r in rows) / audio
+        if audio else None,
+        "peak_rss_mb": max((r.peak_rss_mb for r in rows), default=0.0),
+        "model_load_s": round(load_s, 2),
+        "worker_load_s": {k: round(v, 2) for k, v in worker_load_s.items()},
+        "audio_s": round(audio, 2),
+        "errors": sum(1 for r in rows if r.error),
+    }
+
+
+def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
+    head = (f"{'clip':28} {'lang':5} {'dur s':>6} {'WER%':>6} {'DER%':>6} {'DERc0%':>6} "
+            f"{'spk':>5} {'ratio':>6} {'asr':>6} {'diar':>6} {'RSS MB':>7}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        spk = "-" if r.speakers_found is None else f"{r.speakers_found}/{r.speakers_ref}"
+        diar = "-" if r.diarization_ratio is None else f"{r.diarization_ratio:6.3f}"
+        name = r.id + (" *" if r.synthetic else "")
+        print(f"{name:28} {r.language:5} {r.duration_s:6.1f} {pct(r.wer):>6} {pct(r.der):>6} "
+              f"{pct(r.der_c0):>6} {spk:>5} {r.processing_ratio:6.3f} "
+              f"{r.transcription_ratio:6.3f} {diar:>6} {r.peak_rss_mb:7.0f}"
+              + (f"  ERROR {r.error}" if r.error else ""))
+    print("-" * len(head))
+    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {pct(p['wer'])}%  "
+          f"WER synthetic {pct(p['wer_synthetic'])}%  WER en {pct(p['wer_en'])}%")
+    print(f"pooled: DER real clips ({p['der_real_clips']}, ±0.25 s collar) {pct(p['der'])}%  "
+          f"(no collar) {pct(p['der_c0'])}%  synthetic {pct(p['der_synthetic'])}% / "
+          f"{pct(p['der_synthetic_c0'])}%  diarization failures {p['diarization_failures']}")
+    print(f"pooled: processing ratio {p['processing_ratio']:.3f}  peak RSS "
+          f"{p['peak_rss_mb']:.0f} MB  cold start to all workers ready "
+          f"{p['model_load_s']:.2f} s {p['worker_load_s']}  audio {p['audio_s']:.0f} s")
+    print(f"supervisor CPU {p['supervisor_cpu_percent']:.2f}%  workers: " + "; ".join(
+        f"{role} ratio(last 10) {w['processing_ratio']} peak {w['peak_rss_mb']} MB "
+        f"restarts {w['restarts']} crashes "
+        f"{w['crashes']} memory {w['memory_violations']} hangs {w['hangs']}"
+        for role, w in p["workers"].items()))
+    print("* synthetic clip: only in the synthetic figures")

@@ -1,0 +1,37 @@
+"""The worker processes, one spec each: adding a worker means adding a line here (its
+messages in engine/messages.py and its file in engine/workers/).
+
+The supervisor spawns every spec'd worker, the config validates a memory budget per role,
+and the console shows one gauge per role, all from this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.messages import Role
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    role: Role
+    # module with make_handler(config, outputs) -> Handler (engine/workers/base.py)
+    entry: str
+    # RSS budget in MB ([limits.rss_mb] in config.toml overrides it); over it for
+    # limits.over_limit_s the supervisor restarts the worker
+    budget_mb: int
+    # reads capture's audio (capture itself produces it for every consumer)
+    consumes_audio: bool
+    # False: when it fails for good the engine runs degraded instead of stopping
+    required: bool = True
+
+
+WORKERS: tuple[WorkerSpec, ...] = (
+    WorkerSpec("capture", "engine.workers.capture", 256, consumes_audio=False),
+    # whisper base: int8 290-400 MB measured; float32 (run until int8 is validated) 507 MB
+    WorkerSpec("transcription", "engine.workers.transcription", 640, consumes_audio=True),
+    WorkerSpec("diarization", "engine.workers.diarization", 512, consumes_audio=True,
+               required=False),
+)
+ROLES: tuple[Role, ...] = tuple(w.role for w in WORKERS)
+SPECS: dict[str, WorkerSpec] = {w.role: w for w in WORKERS}
