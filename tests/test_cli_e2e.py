@@ -17,8 +17,18 @@ import pytest
 from engine.config import load_config
 from engine.export import from_json, render
 from engine.models.registry import assemble_whisper_base
-from engine.scoring import edit_distance, normalize, read_rttm
-from tests.conftest import ROOT, assert_one_line_error, clip_path, clips, run_cli
+from engine.scoring import edit_distance, normalize
+from engine.transcript import Transcript
+from tests.conftest import (
+    ROOT,
+    assert_one_line_error,
+    clip_path,
+    clips,
+    der,
+    reference_turns,
+    rttm_turns,
+    run_cli,
+)
 from tests.formats import parse_srt, parse_vtt
 
 WORKER_TITLES = {f"transcrevai: {r}" for r in ("capture", "transcription", "diarization")}
@@ -29,24 +39,9 @@ def _wer(clip_id: str, text: str) -> float:
     return edit_distance(ref, normalize(text)) / len(ref)
 
 
-def _der(clip_id: str, rttm_text: str, collar: float = 0.5) -> float:
-    from pyannote.core import Annotation, Segment, Timeline
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    def ann(turns: list[tuple[float, float, str]]) -> Annotation:
-        a = Annotation()
-        for i, (s, e, spk) in enumerate(turns):
-            a[Segment(s, e), i] = spk
-        return a
-
-    ref = [(t.start, t.end, t.speaker) for t in read_rttm(ROOT / "tests/data" /
-                                                          clips()[clip_id]["rttm"])]
-    hyp = []
-    for line in rttm_text.splitlines():
-        f = line.split()
-        hyp.append((float(f[3]), float(f[3]) + float(f[4]), f[7]))
-    uem = Timeline([Segment(0.0, clips()[clip_id]["duration_s"])])
-    return float(DiarizationErrorRate(collar=collar)(ann(ref), ann(hyp), uem=uem))
+def _der(clip_id: str, rttm_text: str) -> float:
+    """DER (±0.25 s collar) of an exported RTTM against the clip's reference RTTM."""
+    return der(reference_turns(clip_id), rttm_turns(rttm_text), clips()[clip_id]["duration_s"])
 
 
 def _title(proc: psutil.Process) -> str:
@@ -99,9 +94,11 @@ def test_dialogue_transcript_and_speakers(dialogue: dict[str, object]) -> None:
     tr = from_json(str(dialogue["json"]))
     assert tr.diarized and tr.language == "pt"
     text = " ".join(s.text for s in tr.segments)
-    assert _wer("ptbr_dlg_mixed_4spk", text) <= 0.25, text
+    # measured 12% to 30% on different 2-core machines with the same weights (whisper base
+    # drops a sentence of this clip on some: issue 15); above that, decoding broke
+    assert _wer("ptbr_dlg_mixed_4spk", text) <= 0.32, text
     found = len({t.speaker for t in tr.turns})
-    assert found >= clips()["ptbr_dlg_mixed_4spk"]["n_speakers"] - 1
+    assert abs(found - clips()["ptbr_dlg_mixed_4spk"]["n_speakers"]) <= 1, found
     assert _der("ptbr_dlg_mixed_4spk", render(tr, "rttm")) <= 0.15
     # every segment has a speaker from the turns and words inside the segment
     labels = {t.speaker for t in tr.turns}
@@ -121,19 +118,22 @@ def test_every_format_of_a_real_transcript_parses(dialogue: dict[str, object]) -
     assert json.loads(render(tr, "json"))["segments"]
 
 
-def _der_self(rttm_text: str) -> float:
-    from pyannote.core import Annotation, Segment
-    from pyannote.metrics.diarization import DiarizationErrorRate
+def assert_rttm_is_the_turns(rttm_text: str, tr: Transcript) -> None:
+    """An exported RTTM says what the transcript's turns say: the same speakers, the same
+    times to the millisecond (DER 0 with no collar), one line per turn."""
+    exported = rttm_turns(rttm_text)
+    assert tr.turns and len(exported) == len(tr.turns)
+    names = {t.speaker: tr.name(t.speaker).replace(" ", "_") for t in tr.turns}
+    assert {t.speaker for t in exported} == set(names.values())
+    for e, t in zip(sorted(exported, key=lambda t: t.start),
+                    sorted(tr.turns, key=lambda t: t.start), strict=True):
+        assert abs(e.start - t.start) <= 0.0015 and abs(e.end - t.end) <= 0.0015, (e, t)
+    assert der(tr.turns, exported, tr.duration_s, collar_s=0.0) <= 0.001
 
-    a = Annotation()
-    for i, line in enumerate(rttm_text.splitlines()):
-        f = line.split()
-        a[Segment(float(f[3]), float(f[3]) + float(f[4])), i] = f[7]
-    return float(DiarizationErrorRate()(a, a, uem=a.get_timeline().extent()))
 
-
-def test_rttm_scores_zero_against_itself(dialogue: dict[str, object]) -> None:
-    assert _der_self(render(from_json(str(dialogue["json"])), "rttm")) == 0.0
+def test_rttm_export_is_the_transcript_turns(dialogue: dict[str, object]) -> None:
+    tr = from_json(str(dialogue["json"]))
+    assert_rttm_is_the_turns(render(tr, "rttm"), tr)
 
 
 def test_two_speaker_call_diarization(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_killing_the_cli_leaves_no_workers_behind() -> None:
     pids = _wait_for_workers(proc, 3)
     time.sleep(1.0)
     proc.kill()
-    proc.wait()
+    assert proc.wait(10) == -signal.SIGKILL
     deadline = time.monotonic() + 5
     while _alive(pids) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -18,14 +18,17 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import ROOT, clip_path, run_cli
+from tests.conftest import ROOT, clip_path, run_cli, skip_or_fail_in_ci
 
 TIME_BOUND_S = 120.0
+# peak RSS of a 12-minute file over a 3-minute one, MB (measured -1, +2, -1; see the test)
+LONG_FILE_MB_MAX = {"capture": 12.0, "transcription": 15.0, "diarization": 12.0}
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -151,6 +154,7 @@ def _run_case(case: tuple[str, Path, str]) -> dict[str, object]:
             "stderr": proc.stderr, "s": time.monotonic() - t0}
 
 
+@pytest.mark.timeout(2400)  # over 100 runs of the real command, two at a time
 def test_a_hundred_bad_or_odd_inputs(tmp_path: Path) -> None:
     cases = build_corpus(tmp_path / "inputs")
     assert len(cases) >= 100
@@ -280,10 +284,10 @@ def test_recordings_disk_filling_up_mid_session(tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, timeout=30)
     if done.returncode != 0:  # mount rights, not a package: the recorder's disk-full path
-        # is covered everywhere by test_recorder's file-size-limit test
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        # is covered everywhere by test_recorder's file-size-limit test; CI runs as root
+        skip_or_fail_in_ci(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         mic = vmic_or_fail()
     except BaseException:
@@ -325,29 +329,68 @@ def test_recordings_disk_filling_up_mid_session(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- soak
+def soak_growth(report: dict[str, Any]) -> dict[str, float]:
+    """MB per minute from an early 30 s window after the warm-up to the last 30 s of audio
+    (medians), per process; for transcription, MB of peak after the early window over the
+    peak up to its end (see the soak test)."""
+    samples = report["samples"]
+    # the offline speaker pass at the end of the audio loads the recording once: not growth
+    stop = next((s["t_s"] for s in samples if s["ended"]), samples[-1]["t_s"])
+    warmup = report["warmup_s"]
+
+    def window(lo: float, hi: float) -> list[dict[str, Any]]:
+        found = [s for s in samples if lo <= s["t_s"] < hi and not s["ended"]]
+        assert len(found) >= 5, (lo, hi, len(found))
+        return found
+
+    early, late = window(warmup, warmup + 30), window(stop - 36, stop - 6)
+    minutes = float(np.median([s["t_s"] for s in late]) - np.median([s["t_s"] for s in early]))
+    minutes /= 60
+    assert minutes >= 0.4, minutes
+    out = {role: float(np.median([s["rss_mb"][role] for s in late])
+                       - np.median([s["rss_mb"][role] for s in early])) / minutes
+           for role in ("supervisor", "capture", "diarization")}
+    before = [s["rss_mb"]["transcription"] for s in samples if s["t_s"] < warmup + 30]
+    after = [s["rss_mb"]["transcription"] for s in samples
+             if warmup + 30 <= s["t_s"] < stop - 6 and not s["ended"]]
+    out["transcription_peak_mb"] = max(after) - max(before)
+    return out
+
+
 def test_short_soak_has_no_memory_growth(tmp_path: Path) -> None:
-    """Three minutes of looped speech through the live path (console state included)."""
+    """Three minutes of looped speech through the live path (console state included), and no
+    process whose memory climbs. Capture, diarization and the supervisor are flat (measured
+    within 0.1 MB/min), so a leak of 2 MB a minute fails. Transcription's RSS moves between
+    plateaus up to 40 MB apart as it decodes (measured: the 30 s medians of two 3-minute runs
+    gave +18 and -17 MB/min), so a per-minute rate over three minutes is noise: its peak
+    after the early window may not pass the peak before it by more than 15 MB (measured
+    +8 on a 2-minute run, -1 on a 3-minute one); a slower leak there needs a longer
+    `bench --soak`."""
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("transcrevai")), "bench", "--soak", "2",
+        [str(Path(sys.executable).with_name("transcrevai")), "bench", "--soak", "3",
          "--corpus", str(ROOT / "tests" / "data"), "--json"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+        capture_output=True, text=True, timeout=800, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
-    print({k: report[k] for k in ("growth_pct", "max_lag_s", "restarts", "max_queue_depth",
-                                  "observer_growth")})
-    assert len(report["samples"]) >= 20
+    assert len(report["samples"]) >= 30
     assert report["restarts"] == 0 and report["error"] is None
-    for role in ("transcription", "diarization", "capture", "total"):
-        assert report["growth_pct"][role] <= 5.0, (role, report["growth_pct"])
+    growth = soak_growth(report)
+    print({"growth": growth, "observer_growth": report["observer_growth"],
+           "max_lag_s": report["max_lag_s"], "max_queue_depth": report["max_queue_depth"]})
+    for role in ("supervisor", "capture", "diarization"):
+        assert growth[role] <= 2.0, (role, growth)
+    assert growth["transcription_peak_mb"] <= 15.0, growth
     assert report["observer_growth"] is not None and report["observer_growth"] < 3.0
     assert report["max_lag_s"] < 30 and report["max_queue_depth"] < 100
 
 
 # --------------------------------------------------------------------------- long files
+@pytest.mark.timeout(1800)  # 13 minutes of audio through the whole engine
 def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
-    """12 minutes (speech at the start, middle and end, room noise between): every worker's
-    peak memory stays within a few MB of what a 1-minute file needs. Holding the audio whole
-    (46 MB as float32, twice that while joining) would show."""
+    """12 minutes (speech at the start, middle and end, room noise between) against 3 minutes
+    with the same three stretches of speech (so the same decodes): every worker's peak memory
+    stays within a few MB. Holding the audio whole (46 MB as float32 for the long file, twice
+    that while joining) would show as tens of MB more."""
     from engine.config import load_config
     from engine.runner import Runner
     from engine.supervisor import Supervisor
@@ -364,7 +407,7 @@ def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
                 fh.write(block)
 
     short, long = tmp_path / "short.wav", tmp_path / "long.wav"
-    write(short, 1)
+    write(short, 3)
     write(long, 12)
     peaks: dict[str, dict[str, float]] = {}
     for path in (short, long):
@@ -378,9 +421,7 @@ def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
             assert all(w.restarts == 0 for w in metrics.workers)
             peaks[path.stem] = {w.role: w.peak_rss_bytes / 2**20 for w in metrics.workers}
     print(peaks)
-    # capture and diarization are the ones that could hold a whole file (46 MB here)
-    for role in ("capture", "diarization"):
-        assert peaks["long"][role] - peaks["short"][role] < 30, (role, peaks)
-    # transcription holds at most one piece (max_chunk_s) by design; its working set varies
-    # by up to ~35 MB with the number of decodes (measured), not with the file's length
-    assert peaks["long"]["transcription"] - peaks["short"]["transcription"] < 60, peaks
+    # the long file's audio is 46 MB as float32 (34 MB more than the short one's): a worker
+    # that held it whole, or even half of it, would exceed these bounds
+    for role in ("capture", "transcription", "diarization"):
+        assert peaks["long"][role] - peaks["short"][role] < LONG_FILE_MB_MAX[role], (role, peaks)

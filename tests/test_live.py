@@ -3,6 +3,7 @@ at real-time pace through capture's live mode (the virtual-mic tests add PulseAu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from engine.config import Config, load_config
 from engine.runner import Runner
 from engine.scoring import edit_distance, normalize
 from engine.supervisor import Supervisor
-from tests.conftest import clip_path, clips
+from tests.conftest import clip_path, clips, der, reference_turns
 
 SR = 16000
+# DER bounds (±0.25 s collar) against the reference RTTM of the 4-speaker dialogue
+REFINED_DER_MAX = 0.15  # the offline pass after the stream (measured 0.07; the file path's bound)
+LIVE_DER_MAX = 0.20  # the online labels as they arrived (measured 0.08)
 
 
 def _config(tmp: Path) -> Config:
@@ -69,10 +73,11 @@ def test_a_dialogue_streams_partials_commits_and_speaker_labels(runner: Runner) 
     clip = clips()["ptbr_dlg_mixed_4spk"]
     live = runner.run_live(str(clip_path(clip["id"])), language="pt")
     assert live.error is None
+    # WER against the manifest's reference transcript (the path gives about 15% here)
     ref = normalize(clip["transcript"])
     hyp = normalize(" ".join(s.text for s in live.segments))
     wer = edit_distance(ref, hyp) / len(ref)
-    assert wer <= 0.35, (wer, hyp)
+    assert wer <= 0.25, (wer, hyp)
     # partial text while each phrase is spoken, regularly during speech (the interval itself
     # is a benchmark figure, `bench --live`; a loaded CI machine must not fail on it)
     assert len(live.stats.partial_texts) >= 5
@@ -80,9 +85,18 @@ def test_a_dialogue_streams_partials_commits_and_speaker_labels(runner: Runner) 
     assert np.median(gaps[gaps < 4.0]) <= 2.5
     # speaker turns arrive while the stream runs, then the offline pass refines them
     assert live.stats.label_delay_s and max(live.stats.label_delay_s) <= 15.0  # bench: p50
+    # as many speakers as the manifest says (one off at most: over-clustering fails too),
+    # and the turns are the reference RTTM's, live and after the offline pass
     reference_speakers = int(clip["n_speakers"])
     assert live.refined is not None
-    assert len({t.speaker for t in live.refined}) >= reference_speakers
+    assert abs(len({t.speaker for t in live.refined}) - reference_speakers) <= 1
+    assert abs(len({t.speaker for t in live.turns}) - reference_speakers) <= 1
+    ref_turns, duration = reference_turns(clip["id"]), clip["duration_s"]
+    live_der = der(ref_turns, live.turns, duration)
+    refined_der = der(ref_turns, live.refined, duration)
+    print({"wer": wer, "live_der": live_der, "refined_der": refined_der})
+    assert refined_der <= REFINED_DER_MAX, refined_der
+    assert live_der <= LIVE_DER_MAX, live_der
     # the refined labels reuse the live ones (names given during the session stay)
     assert {t.speaker for t in live.refined} & {t.speaker for t in live.turns}
     # committed segments never overlap and keep their order
@@ -114,10 +128,10 @@ def test_a_missing_microphone_is_one_line_and_replay_still_works(tmp_path: Path)
         r = Runner(engine)
         r.wait_ready()
         live = r.start_live(None)
-        deadline = 30.0
-        while not live.done and deadline > 0:
+        deadline = time.monotonic() + 30
+        while not live.done:
+            assert time.monotonic() < deadline, "a missing microphone did not end the stream"
             r.pump(0.1)
-            deadline -= 0.1
         assert live.error is not None and "\n" not in live.error
         assert "no-such-microphone-xyz" in live.error or "PortAudio" in live.error
         assert not list(tmp_path.glob("*.wav"))  # no empty recording left behind

@@ -105,9 +105,13 @@ class Child:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(10)
             err = self.proc.stderr.read()[-2000:] if self.proc.stderr else ""
             pytest.fail(f"child still running {timeout} s after its work: {err}")
+        else:  # exited, and cleanly: a crash at exit is a bug too
+            if self.proc.returncode != 0:
+                err = self.proc.stderr.read()[-2000:] if self.proc.stderr else ""
+                pytest.fail(f"child exited with {self.proc.returncode}: {err}")
         finally:
             for f in (self.proc.stdout, self.proc.stderr):
                 if f:

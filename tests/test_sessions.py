@@ -32,7 +32,16 @@ from engine.sessions import (
 )
 from engine.supervisor import Supervisor
 from engine.transcript import fold
-from tests.conftest import ROOT, assert_one_line_error, clip_path, run_cli
+from tests.conftest import (
+    ROOT,
+    assert_one_line_error,
+    clip_path,
+    clips,
+    der,
+    reference_turns,
+    rttm_turns,
+    run_cli,
+)
 from tests.formats import parse_srt, parse_vtt
 
 
@@ -73,7 +82,11 @@ def test_a_replay_is_a_session_on_disk(home: Path) -> None:
     assert meta["source"] == "file" and meta["status"] == "complete"
     assert meta["audio"] == str(clip_path("ptbr_dlg_mixed_4spk").resolve())
     assert meta["duration_s"] > 10 and meta["engine_version"] and meta["started"]
-    assert "int8" in meta["model"] and meta["language"] == "pt"
+    # the whisper level the quantization chain chose on this machine (cached: no rebuild)
+    from engine.models import levels
+
+    in_use = {r.model_kind: r.in_use for r in levels.build_all(load_config())}
+    assert in_use["whisper"] in meta["model"] and meta["language"] == "pt"
     lines = [json.loads(x) for x in (home / "rec" / f"{sid}{JOURNAL_SUFFIX}").read_text()
              .splitlines()]
     segs = [x for x in lines if x["type"] == "segment"]
@@ -93,7 +106,8 @@ def test_sessions_lists_date_duration_speakers_words(home: Path) -> None:
     fields = row.split()
     assert fields[1] == sess.meta.started[:10]  # the date
     assert str(sess.words) in fields and "complete" in fields
-    assert len(sess.speakers) >= 2 and str(len(sess.speakers)) in fields
+    assert abs(len(sess.speakers) - clips()["ptbr_dlg_mixed_4spk"]["n_speakers"]) <= 1
+    assert str(len(sess.speakers)) in fields
     mins, secs = divmod(int(sess.duration_s), 60)
     assert f"{mins}:{secs:02d}" in fields
 
@@ -120,12 +134,16 @@ def test_exports_of_the_session_validate(home: Path, tmp_path: Path) -> None:
     for cues in (srt, vtt):
         assert all(a.end <= b.start for a, b in zip(cues, cues[1:], strict=False))
         assert all(c.end > c.start for c in cues)
-    # JSON round-trips exactly; RTTM scores DER 0 against itself
+    # JSON round-trips exactly; the RTTM is the session's own turns, and those are the
+    # dialogue's speakers (against the manifest's reference RTTM)
     assert from_json(render(tr, "json")) == tr
     assert json.loads(outs["json"]) == json.loads(render(tr, "json"))
-    from tests.test_cli_e2e import _der_self
+    from tests.test_cli_e2e import assert_rttm_is_the_turns
 
-    assert _der_self(outs["rttm"]) == 0.0
+    assert_rttm_is_the_turns(outs["rttm"], tr)
+    clip = clips()["ptbr_dlg_mixed_4spk"]
+    assert der(reference_turns(clip["id"]), rttm_turns(outs["rttm"]),
+               clip["duration_s"]) <= 0.15
     # stdout by default: the same bytes as the file
     assert _cli(home, "export", sid, "--format", "srt").stdout == outs["srt"]
     # timestamps exact to the millisecond and monotonic
@@ -242,13 +260,24 @@ def test_batch_writes_beside_each_file_and_goes_on_after_a_failure(tmp_path: Pat
     assert "2 of 3 files transcribed, 1 failed" in out
 
 
-def _in_pty(cmd: list[str]) -> dict[str, object]:
+def _in_pty(cmd: list[str], timeout: float = 600) -> dict[str, object]:
     pid, fd = pty.fork()
     if pid == 0:  # child
         os.chdir(ROOT)
         os.execv(cmd[0], cmd)
+    import select
+    import signal
+    import time
+
     chunks = []
+    deadline = time.monotonic() + timeout
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"{cmd[1:]} still running after {timeout:.0f} s: "
+                        f"{b''.join(chunks)[-2000:].decode(errors='replace')}")
         try:
             data = os.read(fd, 4096)
         except OSError:

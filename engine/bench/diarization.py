@@ -165,7 +165,7 @@ def online_main(argv: list[str] | None = None) -> int:
             off_der, n_off = pooled_off(ref, off), len(off.labels())
         online = OnlineDiarizer(seg, emb, params, threads=1)
         turns, delays, cpu = run_stream(online, audio, args.block)
-        hyp = annotation(turns)  # type: ignore[arg-type]
+        hyp = annotation(turns)
         on_der = pooled_on(ref, hyp)
         dur = audio.shape[0] / SAMPLE_RATE
         cpu_total += cpu

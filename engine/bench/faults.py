@@ -18,7 +18,15 @@ from typing import Any
 
 from engine.bench.corpus import clip_language
 from engine.config import Config
-from engine.messages import FAULT_KINDS, FaultFired, FaultSpec, Role, WorkerState, WorkerStatus
+from engine.messages import (
+    FAULT_KINDS,
+    FaultFired,
+    FaultKind,
+    FaultSpec,
+    Role,
+    WorkerState,
+    WorkerStatus,
+)
 from engine.runner import Runner
 from engine.supervisor import Supervisor
 from engine.workers.spec import ROLES
@@ -46,9 +54,9 @@ def run_fault_bench(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
     path = str(corpus / clip["file"])
     lang = clip_language(clip)
 
-    def run(role: Role | None, kind: str | None) -> dict[str, Any]:
+    def run(role: Role | None, kind: FaultKind | None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        inject = [FaultSpec(role, kind, AFTER_S[role])] if role and kind != "kill" else []
+        inject = [FaultSpec(role, kind, AFTER_S[role])] if role and kind and kind != "kill" else []
         fired: list[float] = []
         with Supervisor(cfg, diarization=cfg.diarization.enabled, faults=inject) as engine:
             runner = Runner(engine)
