@@ -3,12 +3,16 @@
 Transcription and diarization run independently; speakers are attached afterwards by time
 overlap, word by word where words have times, and a segment that spans a change of speaker
 is split there (a sentence read across two people is two lines, not one mislabelled line).
+
+`TranscriptBuilder` is the one place where engine events become a transcript: the runner
+(files and live streams) and the console fold segments and turns through it.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -109,7 +113,7 @@ def _smooth(words: list[Word]) -> list[Word]:
 
 def assign_speakers(segments: Sequence[Segment], turns: Sequence[SpeakerTurn]) -> list[Segment]:
     """Label segments (and their words) with speakers; split segments at speaker changes."""
-    return label_with(segments, TurnIndex(turns))
+    return TranscriptBuilder(segments, turns).segments
 
 
 def label_with(segments: Sequence[Segment], index: TurnIndex) -> list[Segment]:
@@ -140,3 +144,136 @@ def label_with(segments: Sequence[Segment], index: TurnIndex) -> list[Segment]:
 
 def without_speakers(segments: Sequence[Segment]) -> list[Segment]:
     return [replace(s, speaker=UNKNOWN_SPEAKER) for s in segments]
+
+
+class TranscriptBuilder:
+    """Committed segments and speaker turns folded into a labelled transcript, incrementally.
+
+    Each segment is labelled on its own, so adding segments labels only the new ones, and
+    live turns (which arrive for the recent end) relabel only the segments they can reach:
+    the cost per update stays flat however long a session grows. A whole new set of turns
+    (a file's diarization, the offline pass at the end of a live session) relabels all.
+    Until turns are set, segments keep the speaker they came with (None: not diarized).
+    """
+
+    CHANGES_KEPT = 256
+
+    def __init__(self, segments: Sequence[Segment] = (),
+                 turns: Sequence[SpeakerTurn] | None = None) -> None:
+        self.raw: list[Segment] = list(segments)
+        self.turns: list[SpeakerTurn] = list(turns or [])
+        self.has_turns = turns is not None  # turns were given (an empty set labels UNKNOWN)
+        self.version = 0  # bumped on every change
+        self._labelled: list[Segment] = []
+        self._pieces: list[int] = []  # labelled segments made from each raw segment
+        self._first: dict[str, int] = {}  # speaker -> index of its first labelled segment
+        self._speakers: list[str] = []
+        self._index: TurnIndex | None = None
+        # (version, first labelled index that changed): views redraw only from there
+        self._changes: deque[tuple[int, int]] = deque(maxlen=self.CHANGES_KEPT)
+        self._forgotten = 0  # changes up to this version are no longer in _changes
+        self._relabel(0)
+
+    # ------------------------------------------------------------ updates
+    def reset(self, segments: Sequence[Segment] = (),
+              turns: Sequence[SpeakerTurn] | None = None) -> int:
+        """Start over with these (the version keeps counting, so views notice)."""
+        self.raw, self.turns, self.has_turns = list(segments), list(turns or []), \
+            turns is not None
+        return self._relabel(0)
+
+    def touch(self) -> None:
+        """Something shown beside the segments changed (names, a partial line, search)."""
+        self.version += 1
+
+    def add_segments(self, segments: Sequence[Segment]) -> int:
+        """Append committed segments; returns the first labelled index that changed."""
+        self.raw.extend(segments)
+        return self._relabel(len(self.raw) - len(segments))
+
+    def add_turns(self, turns: Sequence[SpeakerTurn]) -> int:
+        """Live turns for the recent end: relabel only the segments they can reach."""
+        self.turns.extend(turns)
+        self.has_turns = True
+        if self._index is None:
+            self._index = TurnIndex(self.turns)
+        else:
+            self._index.add(turns)
+        return self._relabel(self._affected_from(min(t.start for t in turns)) if turns
+                             else len(self.raw))
+
+    def set_turns(self, turns: Sequence[SpeakerTurn]) -> int:
+        """A whole new set of turns (replacing any before): relabel everything."""
+        self.turns, self.has_turns = list(turns), True
+        return self._relabel(0)
+
+    def set_live_turns(self, turns: Sequence[SpeakerTurn]) -> int:
+        """Like set_turns, but no turns at all means "not diarized" (a silent session)."""
+        if turns:
+            return self.set_turns(turns)
+        self.turns, self.has_turns = [], False
+        return self._relabel(0)
+
+    def _affected_from(self, t: float) -> int:
+        """First raw segment that turns starting at `t` can relabel (they end near or after
+        it); live turns arrive for the recent end, so this walks back only a few segments."""
+        j = len(self.raw)
+        while j > 0 and self.raw[j - 1].end >= t - NEAREST_S - 0.01:
+            j -= 1
+        return j
+
+    def _relabel(self, from_raw: int) -> int:
+        if from_raw == 0:
+            self._labelled, self._pieces, self._first = [], [], {}
+            self._index = TurnIndex(self.turns) if self.has_turns else None
+        keep = len(self._labelled) - sum(self._pieces[from_raw:])
+        fresh: list[Segment] = []
+        counts: list[int] = []
+        for seg in self.raw[from_raw:]:
+            pieces = label_with([seg], self._index) if self._index is not None else [seg]
+            fresh.extend(pieces)
+            counts.append(len(pieces))
+        self._labelled[keep:] = fresh
+        self._pieces[from_raw:] = counts
+        # speakers in order of first appearance: only those first seen in the tail move
+        self._first = {k: i for k, i in self._first.items() if i < keep}
+        for i in range(keep, len(self._labelled)):
+            self._first.setdefault(self._labelled[i].speaker or UNKNOWN_SPEAKER, i)
+        self._speakers = sorted(self._first, key=self._first.__getitem__)
+        self.version += 1
+        if len(self._changes) == self._changes.maxlen:
+            self._forgotten = self._changes[0][0]
+        self._changes.append((self.version, keep))
+        return keep
+
+    # ------------------------------------------------------------ views
+    @property
+    def segments(self) -> list[Segment]:
+        """Labelled segments (split where the speaker changes)."""
+        return self._labelled
+
+    @property
+    def speakers(self) -> list[str]:
+        """In order of appearance; computed once per change (views ask per line)."""
+        return self._speakers
+
+    def changed_from(self, since_version: int) -> int | None:
+        """First segment index changed after `since_version` (None: redraw everything)."""
+        if since_version < 0 or since_version < self._forgotten:
+            return None  # never drawn, or too many changes ago to know
+        first = len(self._labelled)
+        for version, index in self._changes:
+            if version > since_version:
+                first = min(first, index)
+        return first
+
+    def transcript(self, source: str, duration_s: float = 0.0, model: str = "",
+                   names: dict[str, str] | None = None) -> Transcript:
+        """A snapshot: segments labelled by the turns (UNKNOWN where none were given)."""
+        tr = Transcript(source, duration_s, model=model,
+                        segments=list(self._labelled) if self.has_turns
+                        else without_speakers(self.raw),
+                        turns=list(self.turns), diarized=self.has_turns,
+                        names=dict(names or {}))
+        tr.language = next((s.language for s in tr.segments if s.language), "")
+        return tr

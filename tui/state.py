@@ -1,13 +1,13 @@
 """What the console shows, folded from engine events (no Textual here, so it is unit-testable).
 
-Segments arrive per transcribed piece and speaker turns per diarized stream; speaker labels
-are re-attached whenever either changes, and the user's names for speakers survive that.
+The transcript itself is the engine's TranscriptBuilder (segments arrive per transcribed
+piece, speaker turns per diarized stream or live window); this adds what only the console
+needs: worker gauges, the partial line, search, the user's names for speakers.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from engine.messages import (
@@ -28,16 +28,8 @@ from engine.messages import (
     WorkerState,
     WorkerStatus,
 )
-from engine.transcript import (
-    NEAREST_S,
-    UNKNOWN_SPEAKER,
-    Transcript,
-    TurnIndex,
-    fold,
-    label_with,
-)
-
-ROLES_SHOWN = ("capture", "transcription", "diarization")
+from engine.transcript import UNKNOWN_SPEAKER, Transcript, TranscriptBuilder, fold
+from engine.workers.spec import ROLES
 
 
 @dataclass
@@ -70,11 +62,9 @@ class ConsoleState:
     model: str = ""
     started: float | None = None
     lag_s: float = 0.0
-    raw_segments: list[Segment] = field(default_factory=list)
-    turns: list[SpeakerTurn] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)
     workers: dict[str, WorkerView] = field(
-        default_factory=lambda: {r: WorkerView(r) for r in ROLES_SHOWN})
+        default_factory=lambda: {r: WorkerView(r) for r in ROLES})
     errors: list[str] = field(default_factory=list)
     paused: bool = False
     recording: bool = False  # a live microphone session is being captured
@@ -88,19 +78,19 @@ class ConsoleState:
     query: str = ""
     matches: list[int] = field(default_factory=list)  # segment indices
     match_pos: int = -1
-    version: int = 0  # bumped when the transcript changes
     session_paths: dict[int, str] = field(default_factory=dict)  # stream -> session metadata
     session_path: str = ""  # the shown session's metadata file (renames are stored there)
 
     def __post_init__(self) -> None:
-        self._labelled: list[Segment] = []
-        self._speakers: list[str] = []
-        self._first: dict[str, int] = {}  # speaker -> index of its first labelled segment
-        self._pieces: list[int] = []  # labelled segments made from each raw segment
-        self._index: TurnIndex | None = None
-        # (version, first labelled index that changed): views redraw only from there
-        self._changes: deque[tuple[int, int]] = deque(maxlen=256)
-        self._forgotten = 0  # changes up to this version are no longer in _changes
+        self.builder = TranscriptBuilder()
+
+    @property
+    def raw_segments(self) -> list[Segment]:
+        return self.builder.raw
+
+    @property
+    def turns(self) -> list[SpeakerTurn]:
+        return self.builder.turns
 
     # ------------------------------------------------------------ events
     def apply(self, ev: EngineEvent, now: float | None = None) -> None:
@@ -113,10 +103,10 @@ class ConsoleState:
             case StreamOpened(stream_id=sid, path=path, duration_s=dur):
                 if sid != self.stream_id:  # a new recording: a new transcript
                     self.stream_id = sid
-                    self.raw_segments, self.turns, self.names = [], [], {}
+                    self.names = {}
                     self.partial, self.recorded_s = "", 0.0
                     self.session_path = self.session_paths.get(sid, "")
-                    self._relabel()
+                    self._changed(self.builder.reset())
                 mic = ev.format.startswith("mic")
                 self.source, self.source_kind, self.duration_s = path, \
                     "mic" if mic else "file", dur
@@ -129,7 +119,7 @@ class ConsoleState:
                 pass  # a stream the console is no longer showing
             case PartialResult(text=text):
                 self.partial = text
-                self.version += 1
+                self.builder.touch()
             case MicStatus(state=mstate, detail=detail):
                 self.mic_state, self.mic_detail = mstate, detail
                 self.recording = mstate != "stopped"
@@ -140,23 +130,15 @@ class ConsoleState:
                 pass  # a stream the console is no longer showing
             case TranscriptResult(segments=segs):
                 if segs:
-                    self.raw_segments.extend(segs)
                     self.language = segs[-1].language or self.language
                     self.partial = ""
-                    self._relabel(len(self.raw_segments) - len(segs))
+                    self._changed(self.builder.add_segments(segs))
             case DiarizationResult(turns=turns, incremental=True):
                 if turns:
-                    self.turns.extend(turns)
-                    if self._index is None:
-                        self._index = TurnIndex(self.turns)
-                    else:
-                        self._index.add(turns)
-                    self._relabel(self._affected_from(min(t.start for t in turns)))
+                    self._changed(self.builder.add_turns(turns))
             case DiarizationResult(turns=turns):
                 # the offline pass: its labels are mapped onto the live ones, names survive
-                self.turns = list(turns)
-                self._index = None
-                self._relabel()
+                self._changed(self.builder.set_live_turns(turns))
             case StreamError(message=msg):
                 self.errors.append(msg)
             case WorkerStatus(role=role):
@@ -187,64 +169,32 @@ class ConsoleState:
         if w.state != WorkerState.RESTARTING:
             w.state = m.state
 
-    def _affected_from(self, t: float) -> int:
-        """First raw segment new turns starting at `t` can relabel (they end near or after
-        it); live turns arrive for the recent end, so this walks back only a few segments."""
-        j = len(self.raw_segments)
-        while j > 0 and self.raw_segments[j - 1].end >= t - NEAREST_S - 0.01:
-            j -= 1
-        return j
-
-    def _relabel(self, from_raw: int = 0) -> None:
-        """Label raw segments from `from_raw` on; earlier labels stay as they were. A live
-        session's cost per update thus stays flat however long the transcript grows."""
-        if from_raw == 0:
-            self._labelled, self._pieces, self._first = [], [], {}
-            self._index = TurnIndex(self.turns) if self.turns else None
-        keep = len(self._labelled) - sum(self._pieces[from_raw:])
-        fresh: list[Segment] = []
-        counts: list[int] = []
-        for seg in self.raw_segments[from_raw:]:
-            pieces = label_with([seg], self._index) if self._index is not None else [seg]
-            fresh.extend(pieces)
-            counts.append(len(pieces))
-        self._labelled[keep:] = fresh
-        self._pieces[from_raw:] = counts
-        # speakers in order of first appearance: only those first seen in the tail move
-        self._first = {k: i for k, i in self._first.items() if i < keep}
-        for i in range(keep, len(self._labelled)):
-            self._first.setdefault(self._labelled[i].speaker or UNKNOWN_SPEAKER, i)
-        self._speakers = sorted(self._first, key=self._first.__getitem__)
+    def _changed(self, keep: int) -> None:
+        """The transcript changed from labelled index `keep` on: search hits move with it."""
+        labelled = self.builder.segments
         if self.query:  # segment indices move when speakers split segments
             needle = fold(self.query)
             self.matches = [m for m in self.matches if m < keep] + [
-                i for i in range(keep, len(self._labelled))
-                if needle in fold(self._labelled[i].text)]
+                i for i in range(keep, len(labelled)) if needle in fold(labelled[i].text)]
             self.match_pos = min(max(self.match_pos, 0), len(self.matches) - 1)
-        self.version += 1
-        if len(self._changes) == self._changes.maxlen:
-            self._forgotten = self._changes[0][0]
-        self._changes.append((self.version, keep))
+
+    @property
+    def version(self) -> int:
+        """Bumped when anything shown changes."""
+        return self.builder.version
 
     def changed_from(self, since_version: int) -> int | None:
         """First segment index changed after `since_version` (None: redraw everything)."""
-        if since_version < 0 or since_version < self._forgotten:
-            return None  # never drawn, or too many changes ago to know
-        first = len(self._labelled)
-        for version, index in self._changes:
-            if version > since_version:
-                first = min(first, index)
-        return first
+        return self.builder.changed_from(since_version)
 
     # ------------------------------------------------------------ views
     @property
     def segments(self) -> list[Segment]:
-        return self._labelled
+        return self.builder.segments
 
     @property
     def speakers(self) -> list[str]:
-        """In order of appearance; computed once per relabel (render asks per line)."""
-        return self._speakers
+        return self.builder.speakers
 
     def name(self, label: str | None) -> str:
         label = label or UNKNOWN_SPEAKER
@@ -254,10 +204,10 @@ class ConsoleState:
         """Find segments containing `query` (accent-insensitive); returns how many."""
         self.query = query.strip()
         needle = fold(self.query)
-        self.matches = [i for i, s in enumerate(self._labelled)
+        self.matches = [i for i, s in enumerate(self.builder.segments)
                         if needle and needle in fold(s.text)]
         self.match_pos = 0 if self.matches else -1
-        self.version += 1
+        self.builder.touch()
         return len(self.matches)
 
     def step_match(self, delta: int) -> int | None:
@@ -265,7 +215,7 @@ class ConsoleState:
         if not self.matches:
             return None
         self.match_pos = (self.match_pos + delta) % len(self.matches)
-        self.version += 1
+        self.builder.touch()
         return self.matches[self.match_pos]
 
     @property
@@ -278,12 +228,13 @@ class ConsoleState:
         """Show a past session read from disk (no engine stream behind it)."""
         self.stream_id = -1  # results of any earlier stream are no longer shown
         self.source, self.source_kind, self.duration_s = source, "session", duration_s
-        self.raw_segments, self.turns, self.names = list(segments), list(turns), dict(names)
+        self.builder.reset(segments, turns if turns else None)
+        self.names = dict(names)
         self.partial, self.recording, self.recorded_s = "", False, 0.0
         self.session_path = meta_path
         self.language, self.model = language or self.language, model or self.model
         self.started = None
-        self._relabel()
+        self._changed(0)
 
     def rename(self, label: str, name: str) -> None:
         """Name a speaker everywhere (an empty name restores the label)."""
@@ -291,13 +242,13 @@ class ConsoleState:
             self.names[label] = name.strip()
         else:
             self.names.pop(label, None)
-        self.version += 1
+        self.builder.touch()
 
     def transcript(self) -> Transcript:
         """A snapshot for exports."""
+        b = self.builder  # segments keep their own labels when there are no turns
         return Transcript(self.source or "session", self.duration_s, self.language, self.model,
-                          list(self._labelled), list(self.turns), bool(self.turns),
-                          dict(self.names))
+                          list(b.segments), list(b.turns), bool(b.turns), dict(self.names))
 
     def elapsed_s(self, now: float | None = None) -> float:
         if self.started is None:
