@@ -17,11 +17,13 @@ from pathlib import Path
 
 from engine.audio.paths import AudioFileError, check_file
 from engine.config import PROJECT_ROOT, Config, ConfigError, check_paths, load_config
-from engine.export import FORMATS, render
+from engine.export import EXPORT_FORMATS, FORMATS, render
+from engine.fileio import PUBLIC, atomic_write_text
 from engine.messages import FAULT_KINDS, ROLES, FaultSpec
 from engine.runner import EngineFailure, FileResult, Runner
 from engine.sessions import SessionError
 from engine.supervisor import Supervisor
+from engine.timefmt import short_clock
 
 __all__ = ["PROJECT_ROOT", "main", "parse_fault", "setup_logging"]
 
@@ -157,10 +159,11 @@ def setup_logging(cfg: Config) -> None:
 
 def _output_target(args: argparse.Namespace, src: str, many: bool) -> Path | None:
     out: Path | None = args.output
+    suffix = EXPORT_FORMATS[args.format].suffix
     if out is None:  # several files: each transcript beside its recording
-        return Path(src).with_suffix(f".{args.format}") if many else None
+        return Path(src).with_suffix(suffix) if many else None
     if many or out.is_dir():
-        return out / f"{Path(src).stem}.{args.format}"
+        return out / f"{Path(src).stem}{suffix}"
     return out
 
 
@@ -267,11 +270,6 @@ def _emit(result: FileResult, args: argparse.Namespace, many: bool,
     return str(target)
 
 
-def _clock(t: float) -> str:
-    h, rest = divmod(int(t), 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
 def cmd_sessions(cfg: Config, args: argparse.Namespace) -> int:
     """`sessions` (list), `sessions rename`, `sessions search`."""
     from engine.sessions import find_session, iter_sessions, rename_speaker, search_sessions
@@ -288,7 +286,7 @@ def cmd_sessions(cfg: Config, args: argparse.Namespace) -> int:
         if action == "search":
             hits = search_sessions(folder, args.text)
             for h in hits:
-                print(f"{h.session}  {_clock(h.start):>8}  {h.speaker}: {h.text}")
+                print(f"{h.session}  {short_clock(h.start):>8}  {h.speaker}: {h.text}")
             if not hits:
                 _info(f"'{args.text}' not found in {folder}")
             return EXIT_OK
@@ -302,7 +300,7 @@ def cmd_sessions(cfg: Config, args: argparse.Namespace) -> int:
           "source  status")
     for sess in rows:
         print(f"{sess.id:<36} {sess.meta.started.replace('T', ' ')[:16]:<16} "
-              f"{_clock(sess.duration_s):>8} {len(sess.speakers):>8} {sess.words:>6}  "
+              f"{short_clock(sess.duration_s):>8} {len(sess.speakers):>8} {sess.words:>6}  "
               f"{sess.meta.source:<6}  {sess.status}")
     return EXIT_OK
 
@@ -331,9 +329,7 @@ def cmd_export(cfg: Config, args: argparse.Namespace) -> int:
 def _write_atomic(target: Path, text: str) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        atomic_write_text(target, text, mode=PUBLIC)
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
 

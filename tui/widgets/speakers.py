@@ -14,7 +14,3 @@ def speaker_style(index: int) -> tuple[str, str]:
         return "white", "?"
     return COLOURS[index % len(COLOURS)], MARKERS[index % len(MARKERS)]
 
-
-def clock(t: float) -> str:
-    t = max(0, int(t))
-    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"

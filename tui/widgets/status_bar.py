@@ -7,8 +7,8 @@ from pathlib import Path
 
 from textual.widgets import Static
 
+from engine.timefmt import clock
 from tui.state import ConsoleState
-from tui.widgets.speakers import clock
 
 METER = 8
 

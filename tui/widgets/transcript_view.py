@@ -14,8 +14,9 @@ from textual.geometry import Size
 from textual.widgets import RichLog
 
 from engine.messages import Segment
+from engine.timefmt import clock
 from tui.state import ConsoleState
-from tui.widgets.speakers import clock, speaker_style
+from tui.widgets.speakers import speaker_style
 
 
 def render_segment(state: ConsoleState, seg: Segment, first_of_turn: bool,
