@@ -11,7 +11,10 @@ looped, written to a temporary WAV block by block) and samples, every few second
   passes an observer): it must not grow with the length of the session.
 
 Growth is measured from the end of a warm-up (models settle, allocator pools fill) to the
-end: the median of the last few samples against the median of the first few after warm-up.
+end of the audio: the median of the last WINDOW samples before the audio ends against the
+median of the first WINDOW after the warm-up (fewer each when the run is short, so the two
+never share a sample). The speaker pass after the audio (it loads the recording once) is left
+out. RSS is in MB of 10^6 bytes; "total" is the sum over all processes at each sample.
 """
 
 from __future__ import annotations
@@ -47,10 +50,10 @@ class Sample:
     rss_mb: dict[str, float]
     lag_s: float
     latency_p95_s: float | None  # commit latency of phrases committed since the last sample
-    restarts: int
-    queue_depth: int
-    segments: int
-    observer_us_per_event: float | None
+    restarts: int  # worker restarts since the start (all workers)
+    queue_depth: int  # audio blocks waiting in the workers' inboxes, summed over workers
+    segments: int  # committed segments since the start
+    observer_us_per_event: float | None  # mean console cost per event since the last sample
     ended: bool = False  # the audio is over: the end-of-session speaker pass runs now
 
 
@@ -59,12 +62,16 @@ class SoakReport:
     minutes: float
     audio_s: float
     warmup_s: float
+    interval_s: float = 0.0  # seconds between samples
     samples: list[Sample] = field(default_factory=list)
-    growth_pct: dict[str, float] = field(default_factory=dict)
-    max_lag_s: float = 0.0
-    restarts: int = 0
-    max_queue_depth: int = 0
-    observer_growth: float | None = None  # late cost / early cost per event
+    growth_pct: dict[str, float] = field(default_factory=dict)  # late / early median RSS - 1
+    growth_mb: dict[str, float] = field(default_factory=dict)  # late - early median RSS
+    growth_early_s: list[float] = field(default_factory=list)  # [first, last] sample time
+    growth_late_s: list[float] = field(default_factory=list)  # of each window
+    max_lag_s: float = 0.0  # over every sample, the speaker pass after the audio included
+    restarts: int = 0  # worker restarts during the whole run
+    max_queue_depth: int = 0  # largest summed inbox depth at one sample, in audio blocks
+    observer_growth: float | None = None  # late / early median console cost per event
     error: str | None = None
 
 
@@ -129,7 +136,7 @@ def soak(cfg: Config, clips: list[Path], minutes: float, observer: Observer | No
     # whisper's RSS climbs for the first ~55 s (allocator pools, encoder window sizes) and
     # then stays flat (measured), so growth is counted from 60 s or 20% of the run
     warmup = min(max(60.0, 0.2 * seconds), 0.5 * seconds)
-    report = SoakReport(minutes, 0.0, warmup)
+    report = SoakReport(minutes, 0.0, warmup, every)
     cost = {"events": 0, "s": 0.0}
 
     def on_event(ev: EngineEvent) -> None:
@@ -149,6 +156,8 @@ def soak(cfg: Config, clips: list[Path], minutes: float, observer: Observer | No
             t0 = time.monotonic()
             next_at = t0 + every
             seen_lat = 0
+            if verbose:
+                print(LEGEND, flush=True)
             while not live.done:
                 runner.pump(0.05)
                 now = time.monotonic()
@@ -165,7 +174,10 @@ def soak(cfg: Config, clips: list[Path], minutes: float, observer: Observer | No
                                 round(float(np.percentile(lat, 95)), 2) if lat else None,
                                 sum(w.restarts for w in m.workers), depth, len(live.segments),
                                 round(per_event, 1) if per_event is not None else None,
-                                ended=now - t0 > report.audio_s + 1.0)
+                                # the speaker pass starts as the last audio arrives (a
+                                # sample 0.3 s after the end held it, measured): from 1 s
+                                # before the end a sample may hold it
+                                ended=live.done or now - t0 >= report.audio_s - 1.0)
                 report.samples.append(sample)
                 if verbose:
                     print(_row(sample), flush=True)
@@ -184,7 +196,10 @@ def _summarise(r: SoakReport) -> None:
     # loads the whole recording once (bounded by live.refine_max_s), which is not growth
     after = [s for s in r.samples if s.t_s >= r.warmup_s and not s.ended]
     if len(after) >= 2:
-        head, tail = after[:WINDOW], after[-WINDOW:]
+        n = min(WINDOW, len(after) // 2)  # the early and late windows never overlap
+        head, tail = after[:n], after[-n:]
+        r.growth_early_s = [head[0].t_s, head[-1].t_s]
+        r.growth_late_s = [tail[0].t_s, tail[-1].t_s]
         roles = sorted({k for s in after for k in s.rss_mb})
         for role in [*roles, "total"]:
             def val(s: Sample, role: str = role) -> float:
@@ -193,6 +208,7 @@ def _summarise(r: SoakReport) -> None:
             a, b = _median([val(s) for s in head]), _median([val(s) for s in tail])
             if a > 0:
                 r.growth_pct[role] = round(100.0 * (b - a) / a, 2)
+                r.growth_mb[role] = round(b - a, 1)
         costs_a = [s.observer_us_per_event for s in head if s.observer_us_per_event]
         costs_b = [s.observer_us_per_event for s in tail if s.observer_us_per_event]
         if costs_a and costs_b:
@@ -202,23 +218,43 @@ def _summarise(r: SoakReport) -> None:
     r.max_queue_depth = max((s.queue_depth for s in r.samples), default=0)
 
 
+LEGEND = ("t: seconds since the stream started; RSS in MB (10^6 bytes) per process; lag: audio "
+          "fed minus audio transcribed; p95 commit: phrases committed since the last sample; "
+          "restarts: since the start; queued: audio blocks in the workers' inboxes; segments: "
+          "committed so far; console µs/event: mean since the last sample")
+
+
 def _row(s: Sample) -> str:
     rss = "  ".join(f"{k} {v:6.0f}" for k, v in sorted(s.rss_mb.items()))
     lat = "-" if s.latency_p95_s is None else f"{s.latency_p95_s:.2f}"
     obs = "-" if s.observer_us_per_event is None else f"{s.observer_us_per_event:.0f}"
-    return (f"{s.t_s:7.0f} s  RSS MB: {rss}  lag {s.lag_s:5.2f} s  p95 commit {lat} s  "
+    return (f"t {s.t_s:6.0f} s  RSS MB: {rss}  lag {s.lag_s:5.2f} s  p95 commit {lat} s  "
             f"restarts {s.restarts}  queued {s.queue_depth}  segments {s.segments}  "
-            f"console µs/event {obs}")
+            f"console µs/event {obs}" + ("  (audio over)" if s.ended else ""))
 
 
 def format_report(r: SoakReport) -> str:
-    lines = [f"soak: {r.audio_s / 60:.1f} min of speech through the live path, "
-             f"{len(r.samples)} samples, warm-up {r.warmup_s:.0f} s"]
-    lines += [f"  RSS growth after warm-up, {k}: {v:+.2f}%" for k, v in r.growth_pct.items()]
-    lines.append(f"  max lag {r.max_lag_s:.2f} s, restarts {r.restarts}, "
-                 f"max queued blocks {r.max_queue_depth}")
+    """The summary, each figure labelled with its unit and the samples it is taken over."""
+    lines = [f"soak: {r.audio_s / 60:.1f} min of speech through the live path at real-time "
+             f"pace; {len(r.samples)} samples, one every {r.interval_s:.0f} s; warm-up "
+             f"{r.warmup_s:.0f} s"]
+    if r.growth_pct:
+        (e0, e1), (l0, l1) = r.growth_early_s, r.growth_late_s
+        lines.append(f"  RSS growth, median of the samples at {e0:.0f}-{e1:.0f} s -> median "
+                     f"at {l0:.0f}-{l1:.0f} s (after the warm-up, before the end of the audio; "
+                     f"MB = 10^6 bytes):")
+        lines += [f"    {k}: {v:+.2f}% ({r.growth_mb.get(k, 0.0):+.1f} MB)"
+                  + (" (all processes)" if k == "total" else "")
+                  for k, v in r.growth_pct.items()]
+    else:
+        lines.append("  RSS growth: not measured (fewer than 2 samples between the warm-up and "
+                     "the end of the audio; run longer)")
+    lines.append(f"  max lag (audio fed - transcribed) at any sample {r.max_lag_s:.2f} s; "
+                 f"worker restarts {r.restarts}; max audio blocks queued in worker inboxes "
+                 f"(summed over workers) {r.max_queue_depth}")
     if r.observer_growth is not None:
-        lines.append(f"  console cost per event, late / early: {r.observer_growth:.2f}x")
+        lines.append(f"  console cost per engine event, median of the late window / the early "
+                     f"one: {r.observer_growth:.2f}x")
     if r.error:
         lines.append(f"  error: {r.error}")
     return "\n".join(lines)
