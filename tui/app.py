@@ -69,22 +69,26 @@ class EngineEvents(Message):
 class TranscrevApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "TranscrevAI"
+    # The footer shows the short descriptions; the help screen (?) lists every binding with
+    # its tooltip, so a key added here is documented there too.
     BINDINGS = [
-        Binding("r", "record", "Record"),
-        Binding("space", "pause", "Pause"),
-        Binding("o", "open", "Open"),
-        Binding("e", "export", "Export"),
-        Binding("n", "rename", "Rename"),
-        Binding("slash", "search", "Search"),
-        Binding("right_square_bracket", "next_match", "Next", show=False),
-        Binding("left_square_bracket", "previous_match", "Prev", show=False),
-        Binding("escape", "clear_search", "Clear", show=False),
-        Binding("l", "language", "Lang"),
-        Binding("d", "device", "Mic", show=False),
-        Binding("g", "toggle_gauges", "Gauges"),
-        Binding("p", "toggle_panes", "Speakers"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_console", "Quit"),
+        Binding("r", "record", "Record", tooltip="record / stop"),
+        Binding("space", "pause", "Pause", tooltip="pause / resume"),
+        Binding("o", "open", "Open", tooltip="open a recording"),
+        Binding("e", "export", "Export", tooltip="export the transcript"),
+        Binding("n", "rename", "Rename", tooltip="rename a speaker"),
+        Binding("slash", "search", "Search", tooltip="search"),
+        Binding("right_square_bracket", "next_match", "Next", show=False,
+                tooltip="next match"),
+        Binding("left_square_bracket", "previous_match", "Prev", show=False,
+                tooltip="previous match"),
+        Binding("escape", "clear_search", "Clear", show=False, tooltip="clear the search"),
+        Binding("l", "language", "Lang", tooltip="language"),
+        Binding("d", "device", "Mic", show=False, tooltip="microphone (input device)"),
+        Binding("g", "toggle_gauges", "Gauges", tooltip="show / hide worker gauges"),
+        Binding("p", "toggle_panes", "Speakers", tooltip="per-speaker panes"),
+        Binding("question_mark", "help", "Help", tooltip="this help"),
+        Binding("q", "quit_console", "Quit", tooltip="quit"),
     ]
 
     def __init__(self, config: Config, replay: str | None = None, speed: float = 1.0,
@@ -198,7 +202,7 @@ class TranscrevApp(App[None]):
 
     # ------------------------------------------------------------ actions
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(self.BINDINGS))
 
     def action_toggle_gauges(self) -> None:
         gauges = self.query_one("#gauges", Gauges)

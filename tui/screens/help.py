@@ -1,41 +1,36 @@
-"""`?`: every key, in one place."""
+"""`?`: every key, in one place.
+
+The list is built from the app's bindings (key as the footer shows it, and the binding's
+tooltip, else its description), so it cannot drift from what the keys actually do.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
-
-KEYS = (
-    ("r", "record / stop"),
-    ("space", "pause / resume"),
-    ("o", "open a recording"),
-    ("e", "export the transcript"),
-    ("n", "rename a speaker"),
-    ("/", "search"),
-    ("] [", "next / previous match"),
-    ("esc", "clear the search"),
-    ("l", "language"),
-    ("d", "microphone (input device)"),
-    ("g", "show / hide worker gauges"),
-    ("p", "per-speaker panes"),
-    ("?", "this help"),
-    ("q", "quit"),
-)
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
 
+    def __init__(self, bindings: Iterable[BindingType]) -> None:
+        """`bindings`: the keys to list, in order (the app's BINDINGS)."""
+        super().__init__()
+        self.keys = list(Binding.make_bindings(bindings))
+
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(justify="right", style="bold")
         table.add_column()
-        for key, what in KEYS:
-            table.add_row(key, what)
+        for binding in self.keys:
+            table.add_row(self.app.get_key_display(binding),
+                          binding.tooltip or binding.description)
         with Vertical(id="help-box"):
             yield Static("TranscrevAI — keys", id="help-title")
             yield Static(table, id="help-keys")
