@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.models.levels import ONNX_LEVELS, WHISPER_LEVELS, parse_forbid
+from engine.workers.spec import ROLES, SPECS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
@@ -27,8 +28,9 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"range": (lo, hi)}
 
 
-def _choice(*values: str) -> dict[str, Any]:
-    return {"choices": values}
+def _choice(*values: str, refused: dict[str, str] | None = None) -> dict[str, Any]:
+    """Allowed values; `refused` names known values that are not built, with the reason."""
+    return {"choices": values, "refused": refused or {}}
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,12 @@ class VadConfig:
 @dataclass(frozen=True)
 class DiarizationConfig:
     enabled: bool = True
-    backend: str = field(default="onnx", metadata=_choice("onnx", "pyannote"))
+    # onnx: pyannote segmentation-3.0 + CAM++ on onnxruntime (the only backend built; the
+    # pyannote.audio pipeline needs torch and hub weights, so "pyannote" is refused at load)
+    backend: str = field(default="onnx", metadata=_choice("onnx", refused={
+        "pyannote": "the pyannote.audio pipeline is not built into this version (it needs "
+                    "torch and the hub's gated weights); use \"onnx\", the same models run "
+                    "on onnxruntime"}))
     threads: int = field(default=1, metadata=_range(1, 64))
     nice: int = field(default=10, metadata=_range(0, 19))  # lower priority than transcription
     clustering_threshold: float = field(default=0.0, metadata=_range(0.0, 2.0))
@@ -148,22 +155,23 @@ class ModelsConfig:
     forbid: str = ""
 
 
+RSS_MB_RANGE = (32, 65536)
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
-    """RSS budgets per process (MB); the supervisor restarts a worker that stays above it."""
+    """RSS budgets per worker (MB); the supervisor restarts a worker that stays above it."""
 
-    capture_mb: int = field(default=256, metadata=_range(32, 65536))
-    # whisper base: int8 290-400 MB measured; float32 (run until int8 is validated) 507 MB
-    transcription_mb: int = field(default=640, metadata=_range(64, 65536))
-    diarization_mb: int = field(default=512, metadata=_range(64, 65536))
-    console_mb: int = field(default=128, metadata=_range(32, 65536))
+    # [limits.rss_mb] role = MB; a role left out keeps its budget from engine/workers/spec.py
+    rss_mb: dict[str, int] = field(default_factory=dict)
     # RLIMIT_AS (virtual memory) = this factor x the RSS budget; virtual size is several
     # times RSS (thread stacks, mapped libraries), so a tight cap breaks thread creation
     address_space_factor: float = field(default=4.0, metadata=_range(0.0, 64.0))
     over_limit_s: float = field(default=2.0, metadata=_range(0.0, 600.0))
 
-    def rss_mb(self, role: str) -> int:
-        return int(getattr(self, f"{role}_mb"))
+    def budget_mb(self, role: str) -> int:
+        """The RSS budget of a worker role: the config's, else the spec's default."""
+        return self.rss_mb.get(role) or SPECS[role].budget_mb
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,9 @@ def _coerce(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> An
     if tp is Path:
         value = Path(value)
     choices = meta.get("choices")
+    refused = meta.get("refused", {})
+    if value in refused:
+        raise ConfigError(f"'{key}' = {value!r} is refused: {refused[value]}")
     if choices and value not in choices:
         raise ConfigError(f"'{key}' must be one of {', '.join(choices)}; got {value!r}")
     lo, hi = meta.get("range", (None, None))
@@ -222,10 +233,31 @@ def _build_section(name: str, cls: type, data: Any) -> Any:
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown key '{name}.{key}' (known keys: {known})")
-        values[key] = _coerce(f"{name}.{key}", raw, hints[key], fields[key].metadata)
+            raise ConfigError(_unknown_key(name, key, sorted(fields)))
+        if hints[key] == dict[str, int]:
+            values[key] = _budgets(f"{name}.{key}", raw)
+        else:
+            values[key] = _coerce(f"{name}.{key}", raw, hints[key], fields[key].metadata)
     return cls(**values)
+
+
+def _unknown_key(section: str, key: str, known: list[str]) -> str:
+    role = key.removesuffix("_mb")
+    if section == "limits" and key.endswith("_mb") and role in ROLES:
+        return f"'limits.{key}' is now '{role}' in the table [limits.rss_mb]"
+    return f"unknown key '{section}.{key}' (known keys: {', '.join(known)})"
+
+
+def _budgets(key: str, data: Any) -> dict[str, int]:
+    """A table of per-role memory budgets: every key a worker role, every value MB."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{key}' must be a table ([{key}]) of worker role = MB")
+    lo, hi = RSS_MB_RANGE
+    for role, mb in data.items():
+        if role not in ROLES:
+            raise ConfigError(f"'{key}.{role}': no such worker (workers: {', '.join(ROLES)})")
+        _coerce(f"{key}.{role}", mb, int, {"range": (lo, hi)})
+    return dict(data)
 
 
 def _section_types() -> dict[str, type]:

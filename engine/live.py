@@ -27,7 +27,7 @@ from engine.messages import (
     TranscriptResult,
 )
 from engine.sessions import SessionWriter
-from engine.transcript import Transcript, assign_speakers, without_speakers
+from engine.transcript import Transcript, TranscriptBuilder
 
 
 @dataclass
@@ -49,9 +49,10 @@ class LiveStream:
     sid: int
     path: str
     mic: bool
-    segments: list[Segment] = field(default_factory=list)
-    turns: list[SpeakerTurn] = field(default_factory=list)
-    refined: list[SpeakerTurn] | None = None
+    # False: committed text goes to the journal only (the console folds events itself)
+    keep: bool = True
+    turns: list[SpeakerTurn] = field(default_factory=list)  # live labels, as they came
+    refined: list[SpeakerTurn] | None = None  # the offline pass at the end
     partial: str = ""
     transcribed: bool = False
     diarized: bool = False
@@ -63,6 +64,13 @@ class LiveStream:
     model: str = ""  # recorded with each committed segment
     _unlabelled: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
     _labelled_upto: float = 0.0
+    # committed segments labelled by the live turns, then by the refined ones
+    builder: TranscriptBuilder = field(default_factory=TranscriptBuilder)
+
+    @property
+    def segments(self) -> list[Segment]:
+        """Committed segments as transcribed (before speakers are attached)."""
+        return self.builder.raw
 
     @property
     def done(self) -> bool:
@@ -77,8 +85,9 @@ class LiveStream:
             case TranscriptResult() as r:
                 if r.segments:
                     self.partial = ""
+                    if self.keep:
+                        self.builder.add_segments(r.segments)
                     for seg in r.segments:
-                        self.segments.append(seg)
                         self._journal_segment(seg)
                         if self.stats.t0 is not None:
                             self.stats.commit_latency_s.append(now - (self.stats.t0 + seg.end))
@@ -96,6 +105,8 @@ class LiveStream:
             case DiarizationResult(incremental=True, turns=turns) as d:
                 if turns:
                     self.turns += turns
+                    if self.keep and self.refined is None:
+                        self.builder.add_turns(turns)
                     if self.journal:
                         self.journal.turns(turns)
                 settled = d.upto_sample / SAMPLE_RATE
@@ -109,6 +120,8 @@ class LiveStream:
                 self.diarized = self.diarized or d.final
             case DiarizationResult(turns=turns) as d:
                 self.refined = list(turns)
+                if self.keep:
+                    self.builder.set_live_turns(self.refined)
                 if self.journal:
                     self.journal.turns(turns, refined=True)
                 self.diarized = self.diarized or d.final
@@ -128,10 +141,7 @@ class LiveStream:
 
     def transcript(self, live_labels: bool = False, model: str = "") -> Transcript:
         """The transcript; speakers from the offline pass when it ran (unless live_labels)."""
-        turns = self.turns if live_labels or self.refined is None else self.refined
-        tr = Transcript(self.path, self.recorded_s, model=model)
-        tr.segments = (assign_speakers(self.segments, turns) if turns
-                       else without_speakers(self.segments))
-        tr.turns, tr.diarized = list(turns), bool(turns)
-        tr.language = next((s.language for s in tr.segments if s.language), "")
-        return tr
+        builder = self.builder
+        if live_labels and self.refined is not None:  # the live labels, relabelled once
+            builder = TranscriptBuilder(self.segments, self.turns or None)
+        return builder.transcript(self.path, self.recorded_s, model=model)

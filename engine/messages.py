@@ -336,14 +336,6 @@ class FaultFired:
 
 
 @dataclass(frozen=True)
-class FaultDue:
-    """From a worker: its injected `kill` fault is due; the supervisor sends SIGKILL."""
-
-    role: Role
-    pid: int
-
-
-@dataclass(frozen=True)
 class WorkerMetrics:
     """The supervisor's view of one worker, published every heartbeat interval."""
 
@@ -373,6 +365,15 @@ class SessionOpened:
 
 
 @dataclass(frozen=True)
+class EngineFailed:
+    """In-process, from whoever drives the engine (the runner, the console's engine thread):
+    it cannot go on (a required worker failed for good, or the thread itself failed). Kept
+    apart from WorkerError, which is one worker's and names its pid."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class ModelLevels:
     """The supervisor's background quantization chain finished (or failed: `error`)."""
 
@@ -389,6 +390,6 @@ class EngineMetrics:
 
 EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
-    | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError | FaultDue
-    | FaultFired | EngineMetrics | ModelLevels | SessionOpened
+    | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError
+    | FaultFired | EngineMetrics | ModelLevels | SessionOpened | EngineFailed
 )

@@ -16,15 +16,14 @@ import psutil
 
 from engine.live import LiveStream
 from engine.messages import (
+    SAMPLE_RATE,
     DiarizationResult,
     EngineEvent,
     FaultFired,
     MicLevel,
     MicStatus,
     PartialResult,
-    Segment,
     SessionOpened,
-    SpeakerTurn,
     StreamError,
     StreamOpened,
     TranscriptResult,
@@ -34,7 +33,8 @@ from engine.messages import (
 )
 from engine.sessions import SessionWriter
 from engine.supervisor import Supervisor
-from engine.transcript import Transcript, assign_speakers, without_speakers
+from engine.transcript import Transcript, TranscriptBuilder
+from engine.workers.spec import SPECS
 
 
 class EngineFailure(Exception):
@@ -59,8 +59,7 @@ class FileResult:
 class _Job:
     sid: int
     result: FileResult
-    segments: list[Segment] = field(default_factory=list)
-    turns: list[SpeakerTurn] | None = None
+    builder: TranscriptBuilder = field(default_factory=TranscriptBuilder)
     transcribed: bool = False
     diarized: bool = False
     failed: bool = False
@@ -73,15 +72,19 @@ class Runner:
 
     def __init__(self, engine: Supervisor,
                  on_event: Callable[[EngineEvent], None] | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+                 should_stop: Callable[[], bool] = lambda: False,
+                 keep_transcripts: bool = True) -> None:
         self.engine = engine
         self.on_event = on_event
         self.should_stop = should_stop  # checked while waiting (the console quitting)
+        # False: results only flow to on_event and sessions on disk (the console folds them
+        # itself, so one copy of a long transcript is held, not two)
+        self.keep_transcripts = keep_transcripts
         self.load_s: dict[str, float] = {}
         self.models: dict[str, str] = {}
         self.peak_rss_bytes = 0
         self._job: _Job | None = None
-        self._diarization_down: str | None = None
+        self._degraded: dict[str, str] = {}  # optional workers that failed for good: why
         self._down: dict[str, str] = {}  # required workers that failed for good
         self._last_rss = 0.0
         self.incidents: list[EngineEvent] = []  # restarts and worker errors, for reports
@@ -90,14 +93,17 @@ class Runner:
 
     @property
     def diarizing(self) -> bool:
-        return "diarization" in self.engine.roles and self._diarization_down is None
+        return "diarization" in self.engine.roles and "diarization" not in self._degraded
+
+    def _degraded_warnings(self) -> list[str]:
+        return [f"{role} unavailable ({why}); {SPECS[role].without}"
+                for role, why in self._degraded.items() if role in self.engine.roles]
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Block until every worker has loaded its model; returns seconds waited."""
         limit = timeout or self.engine.config.engine.startup_timeout
         t0 = time.monotonic()
-        while not all(r in self.load_s or (r == "diarization" and self._diarization_down)
-                      for r in self.engine.roles):
+        while not all(r in self.load_s or r in self._degraded for r in self.engine.roles):
             if time.monotonic() - t0 > limit:
                 raise EngineFailure(f"workers not ready after {limit:.0f} s")
             self.pump(0.1)
@@ -117,16 +123,14 @@ class Runner:
         if session_dir is not None:
             job.writer = self._open_session(job.sid, lambda: SessionWriter.for_file(
                 session_dir, path))
-        if self._diarization_down and "diarization" in self.engine.roles:
-            result.transcript.warnings.append(
-                f"diarization unavailable ({self._diarization_down}); speakers are unknown")
+        result.transcript.warnings += self._degraded_warnings()
         t0 = time.perf_counter()
         try:
             while not self._done(job) and not self.should_stop():
                 self.pump(0.1)
                 if on_progress is not None:
                     audio_s = result.audio_s or 0.0
-                    frac = min(1.0, job.covered / 16000 / audio_s) if audio_s else 0.0
+                    frac = min(1.0, job.covered / SAMPLE_RATE / audio_s) if audio_s else 0.0
                     on_progress(1.0 if job.transcribed else frac,
                                 "speakers" if job.transcribed else "transcribing")
         finally:
@@ -139,12 +143,9 @@ class Runner:
         tr = result.transcript
         tr.model = self.models.get("transcription", "")
         if not job.failed:
-            if job.turns is not None:
-                tr.segments, tr.turns, tr.diarized = (assign_speakers(job.segments, job.turns),
-                                                      job.turns, True)
-            else:
-                tr.segments = without_speakers(job.segments)
-            tr.language = next((s.language for s in tr.segments if s.language), "")
+            built = job.builder.transcript(path)
+            tr.segments, tr.turns, tr.diarized = built.segments, built.turns, built.diarized
+            tr.language = built.language
         return result
 
     # -------------------------------------------------------------- live streams
@@ -157,13 +158,14 @@ class Runner:
             raise EngineFailure(next(iter(self._down.values())))
         if source is None:
             sid, path = self.engine.open_mic(device, language)
-            live = LiveStream(sid, path, mic=True, model=self.models.get("transcription", ""))
+            live = LiveStream(sid, path, mic=True, model=self.models.get("transcription", ""),
+                              keep=self.keep_transcripts)
             if journal:
                 live.journal = self._open_session(sid, lambda: SessionWriter.for_recording(
                     Path(path), device or ""))
         else:
             sid = self.engine.open_live_file(source, language, speed)
-            live = LiveStream(sid, source, mic=False)
+            live = LiveStream(sid, source, mic=False, keep=self.keep_transcripts)
         if not self.diarizing:
             live.diarized = True
         self.live = live
@@ -256,13 +258,14 @@ class Runner:
             case WorkerStatus(role=role, state=WorkerState.READY, load_s=load_s, model=model):
                 self.load_s.setdefault(role, load_s)
                 self.models[role] = model
-            case WorkerStatus(role="diarization", state=WorkerState.FAILED, detail=why):
-                self._diarization_down = why
-                if live is not None:
+            case WorkerStatus(role=role, state=WorkerState.FAILED, detail=why) \
+                    if not SPECS[role].required:
+                self._degraded[role] = why
+                if live is not None and role == "diarization":
                     live.diarized = True
                 if job is not None:
                     job.result.transcript.warnings.append(
-                        f"diarization unavailable ({why}); speakers are unknown")
+                        f"{role} unavailable ({why}); {SPECS[role].without}")
             case WorkerStatus(role=role, state=WorkerState.FAILED, detail=why):
                 msg = why if role in why else f"{role} worker: {why}"
                 self._down[role] = msg
@@ -286,8 +289,10 @@ class Runner:
             case TranscriptResult(stream_id=sid) if job and sid == job.sid:
                 if job.transcribed or (ev.upto_sample <= job.covered and not ev.final):
                     return  # a re-sent piece this session already has
-                fresh = [seg for seg in ev.segments if seg.start >= job.covered / 16000 - 0.01]
-                job.segments.extend(fresh)
+                fresh = [seg for seg in ev.segments
+                         if seg.start >= job.covered / SAMPLE_RATE - 0.01]
+                if self.keep_transcripts:
+                    job.builder.add_segments(fresh)
                 if job.writer is not None:
                     for seg in fresh:
                         job.writer.segment(seg, self.models.get("transcription", ""))
@@ -297,10 +302,11 @@ class Runner:
                                                       + ev.work_s)
                 job.transcribed = job.transcribed or ev.final
             case DiarizationResult(stream_id=sid) if job and sid == job.sid and not job.diarized:
-                job.turns = list(ev.turns)
+                if self.keep_transcripts:
+                    job.builder.set_turns(ev.turns)
                 job.result.work_s["diarization"] = ev.work_s
                 if job.writer is not None and ev.final:
-                    job.writer.turns(job.turns, refined=True)
+                    job.writer.turns(list(ev.turns), refined=True)
                 job.diarized = ev.final
             case _:
                 pass

@@ -23,18 +23,18 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from typing import cast
 
 import psutil
 
 from engine.channel import Receiver, Sender, channel, ready
 from engine.config import Config
 from engine.messages import (
+    SAMPLE_RATE,
     Acked,
     Attach,
-    DiarizationResult,
     EngineEvent,
     EngineMetrics,
-    FaultDue,
     FaultSpec,
     Heartbeat,
     ListDevices,
@@ -48,13 +48,13 @@ from engine.messages import (
     StopStream,
     StreamError,
     StreamOpened,
-    TranscriptResult,
     WorkerError,
     WorkerMetrics,
     WorkerState,
     WorkerStatus,
 )
-from engine.workers.base import one_line, worker_entry
+from engine.workers.base import worker_entry
+from engine.workers.spec import SPECS, WORKERS, Acknowledging
 
 log = logging.getLogger("transcrevai.engine")
 
@@ -120,10 +120,12 @@ class Supervisor:
                  handler_modules: Mapping[Role, str] | None = None) -> None:
         self.config = config
         self.handler_modules = dict(handler_modules or {})  # tests swap in fake workers
-        self.roles: list[Role] = ["capture", "transcription"]
-        if diarization:
-            self.roles.append("diarization")
-        self.consumers: list[Role] = [r for r in self.roles if r != "capture"]
+        # every spec'd worker; `diarization=False` leaves out the optional ones
+        self.specs = [w for w in WORKERS if w.required or diarization]
+        self.roles: list[Role] = [w.role for w in self.specs]
+        self.consumers: list[Role] = [w.role for w in self.specs if w.consumes_audio]
+        self._acker: dict[type, Role] = {w.result: w.role for w in self.specs
+                                         if w.result is not None}
         self._ctx = mp.get_context("spawn")
         self.slots: dict[Role, _Slot] = {r: _Slot(r) for r in self.roles}
         for spec in faults:
@@ -175,28 +177,10 @@ class Supervisor:
             self._chain_thread.start()
 
     def _build_levels(self) -> None:
-        """Background thread: validate quantization levels the cache lacks (first start, or
-        after an onnxruntime/CPU change). Workers run FP32 meanwhile; poll() tells them to
-        reload when this is done. Probes run in child processes at a low priority."""
-        from engine.models import levels
-        from engine.models.quantize import ChainCancelled
+        """Background thread: the model levels' own validation; poll() sends the outcome."""
+        from engine.models.levels import validate_missing
 
-        t0 = time.monotonic()
-        try:
-            todo = levels.needs_build(self.config)
-            if not todo:
-                return
-            log.info("validating quantization levels for %s in the background", todo)
-            results = levels.build_all(self.config, todo, cancel=self._chain_cancel)
-        except ChainCancelled:
-            return
-        except Exception as exc:  # noqa: BLE001 - the app goes on at the reference level
-            log.warning("quantization chain failed: %s", one_line(exc))
-            self._chain_event = ModelLevels((), time.monotonic() - t0, one_line(exc))
-            return
-        log.info("quantization levels ready: %s", levels.summary(results))
-        self._chain_event = ModelLevels(tuple((r.model_kind, r.in_use) for r in results),
-                                        time.monotonic() - t0)
+        self._chain_event = validate_missing(self.config, self._chain_cancel)
 
     def _start_resource_tracker(self) -> None:
         """Start multiprocessing's resource tracker with its stderr in the engine log.
@@ -245,7 +229,7 @@ class Supervisor:
         proc = self._ctx.Process(
             target=worker_entry, name=f"transcrevai-{slot.role}", daemon=True,
             args=(slot.role, self.config, ctl_rx, audio_rx, outputs, ev_tx, os.getpid(), fault,
-                  self.handler_modules.get(slot.role)))
+                  self.handler_modules.get(slot.role, SPECS[slot.role].entry)))
         proc.start()
         for end in (ctl_rx, ev_tx, audio_rx):  # the child has its copies now
             if end is not None:
@@ -416,6 +400,11 @@ class Supervisor:
 
     def _observe(self, ev: EngineEvent) -> list[EngineEvent]:
         now = time.monotonic()
+        acker = self._acker.get(type(ev))
+        if acker is not None:  # a worker's result: the audio it covers is done with
+            res = cast(Acknowledging, ev)
+            return self._acknowledge(acker, res.stream_id, res.upto_sample, res.final,
+                                     res.work_s, res.audio_s)
         match ev:
             case Heartbeat(role=role):
                 slot = self.slots[role]
@@ -439,22 +428,12 @@ class Supervisor:
                 slot.last_error = msg
                 slot.no_retry = slot.no_retry or not ev.retry
                 log.warning("%s worker error: %s", role, msg)
-            case FaultDue(role=role, pid=pid):
-                if pid == self.slots[role].pid:
-                    log.warning("injected fault: supervisor sends SIGKILL to %s worker", role)
-                    self.kill(role)
             case StreamOpened(stream_id=sid):
                 if sid in self._pending_open:
                     self.streams[sid] = self._pending_open.pop(sid)
             case StreamError(stream_id=sid, partial=False):
                 self._pending_open.pop(sid, None)
                 self.streams.pop(sid, None)
-            case TranscriptResult(stream_id=sid):
-                return self._acknowledge("transcription", sid, ev.upto_sample, ev.final,
-                                         ev.work_s, ev.audio_s)
-            case DiarizationResult(stream_id=sid):
-                return self._acknowledge("diarization", sid, ev.upto_sample, ev.final,
-                                         ev.work_s, ev.audio_s)
             case _:
                 pass
         return []
@@ -520,7 +499,7 @@ class Supervisor:
         except psutil.Error:
             return
         slot.peak_rss = max(slot.peak_rss, slot.rss)
-        limit = self.config.limits.rss_mb(slot.role) * 2**20
+        limit = self.config.limits.budget_mb(slot.role) * 2**20
         if slot.rss <= limit:
             slot.over_since = None
             return
@@ -580,7 +559,7 @@ class Supervisor:
                     epoch = self.epochs[r].get(sid, 0) + 1
                     self.epochs[r][sid] = epoch
                     resume.append((r, epoch, self.acks[r].get(sid, 0)))
-                fed = int(self.fed_s * 16000) if sid == max(self.streams) else 0
+                fed = int(self.fed_s * SAMPLE_RATE) if sid == max(self.streams) else 0
                 self._send("capture", dataclasses.replace(
                     open_msg, resume=tuple(resume), catch_up_samples=fed))
                 if sid in self.stopped:
@@ -600,11 +579,11 @@ class Supervisor:
         now = time.monotonic() if now is None else now
         workers = tuple(
             WorkerMetrics(s.role, s.state, s.pid, s.rss,
-                          self.config.limits.rss_mb(s.role) * 2**20, now - s.last_beat,
+                          self.config.limits.budget_mb(s.role) * 2**20, now - s.last_beat,
                           s.restarts, s.crashes, s.memory_violations, s.hangs, s.ratio(),
                           s.items_done, s.model, s.peak_rss, s.queue_depth)
             for s in self.slots.values())
-        done_s = max(self.acks.get("transcription", {}).values(), default=0) / 16000
+        done_s = max(self.acks.get("transcription", {}).values(), default=0) / SAMPLE_RATE
         return EngineMetrics(workers, max(0.0, self.fed_s - done_s))
 
     def state(self, role: Role) -> WorkerState:

@@ -13,9 +13,10 @@ from pathlib import Path
 from engine.channel import Sender
 from engine.config import Config
 from engine.messages import EngineEvent, Role, WorkerInput
+from engine.workers.base import Handler
 
 
-class _Idle:
+class _Idle(Handler):
     def load(self) -> str:
         return "fake"
 

@@ -69,7 +69,10 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     ("[vad]\nthreshold = 2.0\n", "vad.threshold"),
     ("[live]\nend_silence_ms = 10\n", "live.end_silence_ms"),
     ("[live]\nblock_s = 'fast'\n", "live.block_s"),
-    ("[limits]\ntranscription_mb = -5\n", "limits.transcription_mb"),
+    ("[limits.rss_mb]\ntranscription = -5\n", "limits.rss_mb.transcription"),
+    ("[limits.rss_mb]\ntranslation = 500\n", "limits.rss_mb.translation"),
+    ("[limits]\ntranscription_mb = 500\n", "[limits.rss_mb]"),
+    ("[diarization]\nbackend = 'pyannote'\n", "diarization.backend"),
     ("[models]\nforbid = 'int4'\n", "models.forbid"),
     ("[models]\nforbid = 'fp32'\n", "models.forbid"),
     ("[models]\nquantize = 'yes'\n", "models.quantize"),
@@ -101,3 +104,15 @@ def test_another_config_file_is_used(tmp_path: Path) -> None:
     proc = run_cli("--config", str(cfg), "sessions")
     assert proc.returncode == 0, proc.stderr
     assert not proc.stdout.strip()  # no sessions in the new folder
+
+
+def test_memory_budgets_default_from_the_worker_spec() -> None:
+    """A role left out of [limits.rss_mb] keeps its spec's budget; a given one overrides."""
+    from engine.config import parse_config
+    from engine.workers.spec import WORKERS
+
+    cfg = parse_config({"limits": {"rss_mb": {"transcription": 700}}}, DEFAULT_CONFIG_PATH.parent)
+    assert cfg.limits.budget_mb("transcription") == 700
+    for spec in WORKERS:
+        if spec.role != "transcription":
+            assert cfg.limits.budget_mb(spec.role) == spec.budget_mb

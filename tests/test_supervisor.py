@@ -120,4 +120,5 @@ def test_metrics_report_every_worker(tmp_path: Path) -> None:
             assert 0 < w.rss_bytes < w.rss_limit_bytes
             assert w.heartbeat_age_s < cfg.engine.heartbeat_timeout  # beats keep arriving
             assert (w.restarts, w.crashes, w.memory_violations, w.hangs) == (0, 0, 0, 0)
-        assert by_role["transcription"].rss_limit_bytes == cfg.limits.transcription_mb * 2**20
+        budget = cfg.limits.budget_mb("transcription")
+        assert by_role["transcription"].rss_limit_bytes == budget * 2**20

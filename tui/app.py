@@ -22,11 +22,11 @@ from engine.export import EXPORT_FORMATS, render
 from engine.fileio import PUBLIC, atomic_write_text
 from engine.messages import (
     EngineEvent,
+    EngineFailed,
     InputDevices,
     MicStatus,
     ModelLevels,
     StreamError,
-    WorkerError,
     WorkerState,
     WorkerStatus,
 )
@@ -181,8 +181,8 @@ class TranscrevApp(App[None]):
                 self._choose_device(devices, error)
             case MicStatus(state="stopped", path=path):
                 self.notify(f"saved {path}", title="Recording")
-            case WorkerError(message=msg, fatal=True, pid=0):  # raised by the bridge
-                self.notify(msg, severity="error", timeout=10)
+            case EngineFailed(message=msg):  # the engine cannot go on
+                self.notify(msg, title="Engine stopped", severity="error", timeout=10)
             case ModelLevels(error=""):
                 used = ", ".join(f"{kind} {level}" for kind, level in ev.levels)
                 self.notify(f"validated in {ev.elapsed_s:.0f} s: {used}",

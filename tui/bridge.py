@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.config import Config
-from engine.messages import EngineEvent, WorkerError
+from engine.messages import EngineEvent, EngineFailed
 from engine.runner import EngineFailure, Runner
 from engine.supervisor import Supervisor
 
@@ -100,7 +100,7 @@ class EngineBridge(threading.Thread):
             self._run()
         except Exception as exc:  # never die silently: the console shows it, the log has it
             log.exception("engine bridge failed")
-            self.post([WorkerError("capture", 0, f"engine failed: {exc}", fatal=True)])
+            self.post([EngineFailed(f"engine failed: {exc}")])
 
     def _run(self) -> None:
         from engine.audio.recorder import repair_recordings
@@ -111,8 +111,9 @@ class EngineBridge(threading.Thread):
         engine = self.engine = Supervisor(self.config, diarization=self.config.diarization.enabled)
         try:
             engine.start()
-            runner = Runner(engine, on_event=self._collect,
-                                     should_stop=self._stop_event.is_set)
+            # the console folds the events into its own transcript: the runner keeps none
+            runner = Runner(engine, on_event=self._collect, should_stop=self._stop_event.is_set,
+                            keep_transcripts=False)
             while not self._stop_event.is_set():
                 try:
                     cmd = self.commands.get(timeout=0.05)
@@ -132,7 +133,7 @@ class EngineBridge(threading.Thread):
                             runner.pump(0.05)
                     self._finish_live(runner)
                 except EngineFailure as exc:
-                    self._collect(WorkerError("transcription", 0, str(exc), fatal=True))
+                    self._collect(EngineFailed(str(exc)))
                 self._flush(time.monotonic())
             if runner.live is not None:  # quitting while recording: keep every last phrase
                 runner.stop_live()

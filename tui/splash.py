@@ -12,7 +12,7 @@ import os
 import sys
 from typing import TextIO
 
-ROLES = ("capture", "transcription", "diarization")
+from engine.workers.spec import ROLES  # light: dataclasses only (~25 ms), no Textual, no models
 
 
 def draw_splash(source: str = "", out: TextIO | None = None) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from engine.messages import (
     DiarizationResult,
     EngineEvent,
+    EngineFailed,
     EngineMetrics,
     MicLevel,
     MicStatus,
@@ -150,7 +151,7 @@ class ConsoleState:
                     w.model = ev.model
                     if role == "transcription":
                         self.model = ev.model
-            case WorkerError(message=msg, fatal=True):
+            case WorkerError(message=msg, fatal=True) | EngineFailed(message=msg):
                 self.errors.append(msg)
             case EngineMetrics(workers=workers, lag_s=lag):
                 self.lag_s = lag

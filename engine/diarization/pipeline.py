@@ -41,8 +41,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from engine.diarization.features import FRAME_LENGTH as FBANK_LENGTH
 from engine.diarization.features import FRAME_SHIFT as FBANK_SHIFT
 from engine.diarization.features import fbank
+from engine.messages import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 # Segmentation-3.0 framing (SincNet stride and receptive field), in samples.
 SEG_STEP = 270
 SEG_FIELD = 991

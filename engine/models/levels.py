@@ -11,13 +11,16 @@ import the level names from here.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.config import Config
+    from engine.messages import ModelLevels
     from engine.models.quantize import ChainResult
 
 ONNX_LEVELS: tuple[str, ...] = ("int8-conservative", "int8-simplified", "fp16", "fp32")
@@ -25,6 +28,7 @@ WHISPER_LEVELS: tuple[str, ...] = ("int8", "int8_float32", "float16", "float32")
 KINDS: tuple[str, ...] = ("whisper", "segmentation", "embedding")
 REFERENCE = {"whisper": "float32", "segmentation": "fp32", "embedding": "fp32"}
 CACHE_DIR = "cache"  # under paths.models_dir
+log = logging.getLogger("transcrevai.engine")
 
 
 @dataclass(frozen=True)
@@ -185,3 +189,30 @@ def build_all(config: Config, kinds: list[str] | None = None,
 def summary(results: list[ChainResult]) -> str:
     """One line for logs and the console: the level in use per model."""
     return ", ".join(f"{r.model_kind} {r.in_use}" for r in results)
+
+
+def validate_missing(config: Config, cancel: threading.Event) -> ModelLevels | None:
+    """Validate the levels the cache lacks (first start, or after an onnxruntime/CPU change).
+
+    Runs in the background while workers use the reference level; the result (None: nothing
+    was missing, or `cancel` was set) tells the supervisor whether to have them reload.
+    Probes run in child processes at a low priority.
+    """
+    from engine.messages import ModelLevels
+    from engine.models.quantize import ChainCancelled
+
+    t0 = time.monotonic()
+    try:
+        todo = needs_build(config)
+        if not todo:
+            return None
+        log.info("validating quantization levels for %s in the background", todo)
+        results = build_all(config, todo, cancel=cancel)
+    except ChainCancelled:
+        return None
+    except Exception as exc:  # noqa: BLE001 - the app goes on at the reference level
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        log.warning("quantization chain failed: %s", why)
+        return ModelLevels((), time.monotonic() - t0, why)
+    log.info("quantization levels ready: %s", summary(results))
+    return ModelLevels(tuple((r.model_kind, r.in_use) for r in results), time.monotonic() - t0)

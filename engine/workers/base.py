@@ -17,16 +17,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
 
 import psutil
 
 from engine.channel import Receiver, Sender, ready
 from engine.config import Config
 from engine.messages import (
+    SAMPLE_RATE,
     Attach,
     EngineEvent,
-    FaultDue,
     FaultFired,
     FaultSpec,
     Heartbeat,
@@ -37,16 +36,33 @@ from engine.messages import (
     WorkerState,
     WorkerStatus,
 )
+from engine.workers.spec import SPECS
 
 
-class Handler(Protocol):
-    """The role-specific part of a worker."""
+class Handler:
+    """The role-specific part of a worker: everything `worker_entry` calls on it.
+
+    A worker's file subclasses this (its module's `make_handler(config, outputs)` returns
+    one); only capture, which produces audio between messages, overrides step/busy/fed_s.
+    """
+
+    fed_s: float = 0.0  # audio fed to consumers so far, current stream (heartbeats carry it)
 
     def load(self) -> str:
         """Load models; return a short description of what is in use (e.g. 'whisper-base int8')."""
+        raise NotImplementedError
 
     def handle(self, msg: WorkerInput) -> Iterator[EngineEvent]:
         """Process one input; yield the events to publish."""
+        raise NotImplementedError
+
+    def busy(self) -> bool:
+        """True while there is work to do between messages (step() is then called)."""
+        return False
+
+    def step(self) -> Iterator[EngineEvent]:
+        """A bit of incremental work between messages; yield the events to publish."""
+        return iter(())
 
 
 class InjectedFault(RuntimeError):
@@ -94,7 +110,7 @@ def _limit_address_space(config: Config, role: Role) -> None:
         return
     if factor <= 0:
         return
-    cap = int(config.limits.rss_mb(role) * factor * 2**20)
+    cap = int(config.limits.budget_mb(role) * factor * 2**20)
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
@@ -127,8 +143,9 @@ class _Fault:
         if kind == "crash":
             self.events.close(timeout=1.0)  # let the announcement out first
             os._exit(70)
-        elif kind == "kill":
-            self.events.put(FaultDue(self.role, os.getpid()))
+        elif kind == "kill":  # as an OOM killer would: no chance to say goodbye
+            self.events.close(timeout=1.0)  # let the announcement out first
+            os.kill(os.getpid(), signal.SIGKILL)
         elif kind == "hang":
             self.beat.silent = True
         elif kind == "raise":
@@ -164,7 +181,7 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
         os.nice(config.engine.worker_nice)
     pid = os.getpid()
     beat = _Beat()
-    chunk_bytes = max(1, int(config.engine.chunk_s * 16000 * 4))
+    chunk_bytes = max(1, int(config.engine.chunk_s * SAMPLE_RATE * 4))  # float32
     inputs = [control] + ([data] if data is not None else [])
     beat.depth = lambda: sum(r.pending_bytes() for r in inputs[1:]) // chunk_bytes
     injector = _Fault(fault, beat, events, role)
@@ -183,7 +200,7 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
     t0 = time.perf_counter()
     try:
         # "package.module" or "package.module:factory" (tests use fake workers)
-        name, _, factory = (module_name or f"engine.workers.{role}").partition(":")
+        name, _, factory = (module_name or SPECS[role].entry).partition(":")
         module = importlib.import_module(name)
         handler: Handler = getattr(module, factory or "make_handler")(config, outputs)
         model = handler.load()
@@ -200,8 +217,7 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
     events.put(WorkerStatus(role, pid, WorkerState.READY, model=model,
                             load_s=time.perf_counter() - t0))
 
-    step = getattr(handler, "step", None)  # incremental work between messages (capture)
-    busy = getattr(handler, "busy", lambda: False)
+    busy = handler.busy
     msg: object = None
     try:
         while True:
@@ -209,11 +225,11 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
                 time.sleep(1.0)
             waiting = ready(inputs, 0.0 if busy() else 0.5)
             if not waiting:
-                if step is not None and busy():
+                if busy():
                     beat.state = WorkerState.BUSY
-                    for event in step():
+                    for event in handler.step():
                         events.put(event)
-                    beat.fed_s = getattr(handler, "fed_s", 0.0)
+                    beat.fed_s = handler.fed_s
                     beat.state = WorkerState.BUSY if busy() else WorkerState.READY
                 continue
             for receiver in waiting:

@@ -50,6 +50,7 @@ from engine.messages import (
     StreamStart,
     WorkerInput,
 )
+from engine.workers.base import Handler
 
 LEVEL_EVERY_S = 0.1
 
@@ -109,7 +110,7 @@ class _MicStream:
     level_peak: float = 0.0
 
 
-class CaptureHandler:
+class CaptureHandler(Handler):
     def __init__(self, config: Config, outputs: Mapping[Role, Sender]) -> None:
         self.block = max(1, int(config.engine.chunk_s * SAMPLE_RATE))
         self.max_ahead = int(config.engine.max_read_ahead_s * SAMPLE_RATE)

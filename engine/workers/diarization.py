@@ -28,10 +28,11 @@ from engine.messages import (
     WorkerStatus,
 )
 from engine.models.registry import diarization_paths
+from engine.workers.base import Handler
 from engine.workers.streams import StreamBuffer, StreamTable
 
 
-class DiarizationHandler:
+class DiarizationHandler(Handler):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.table = StreamTable()
@@ -53,9 +54,7 @@ class DiarizationHandler:
         # runs in the time transcription leaves idle instead of stalling it.
         os.nice(self.config.diarization.nice)
 
-        dc = self.config.diarization
-        if dc.backend != "onnx":
-            raise NotImplementedError(f"diarization backend '{dc.backend}' is not available yet")
+        dc = self.config.diarization  # backend: "onnx" is the only one config accepts
         overrides: dict[str, Any] = {
             "num_speakers": dc.num_speakers or None,
             "min_speakers": dc.min_speakers or None,

@@ -8,8 +8,24 @@ and the console shows one gauge per role, all from this table.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from engine.messages import Role
+from engine.messages import DiarizationResult, Role, TranscriptResult
+
+
+class Acknowledging(Protocol):
+    """What a worker's result event carries for the supervisor's acknowledgements."""
+
+    @property
+    def stream_id(self) -> int: ...
+    @property
+    def upto_sample(self) -> int: ...
+    @property
+    def final(self) -> bool: ...
+    @property
+    def work_s(self) -> float: ...
+    @property
+    def audio_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -24,14 +40,22 @@ class WorkerSpec:
     consumes_audio: bool
     # False: when it fails for good the engine runs degraded instead of stopping
     required: bool = True
+    # what a user loses while an optional worker is down (said in transcripts' warnings)
+    without: str = ""
+    # the event whose `upto_sample` acknowledges the audio this worker has finished with
+    # (capture keeps unacknowledged audio to re-send to a successor)
+    result: type | None = None
 
 
 WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("capture", "engine.workers.capture", 256, consumes_audio=False),
     # whisper base: int8 290-400 MB measured; float32 (run until int8 is validated) 507 MB
-    WorkerSpec("transcription", "engine.workers.transcription", 640, consumes_audio=True),
+    WorkerSpec("transcription", "engine.workers.transcription", 640, consumes_audio=True,
+               result=TranscriptResult),
     WorkerSpec("diarization", "engine.workers.diarization", 512, consumes_audio=True,
-               required=False),
+               required=False, result=DiarizationResult, without="speakers are unknown"),
 )
 ROLES: tuple[Role, ...] = tuple(w.role for w in WORKERS)
 SPECS: dict[str, WorkerSpec] = {w.role: w for w in WORKERS}
+# the one worker that produces audio for the others (streams are opened through it)
+SOURCE: Role = next(w.role for w in WORKERS if not w.consumes_audio)

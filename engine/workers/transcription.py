@@ -35,12 +35,13 @@ from engine.messages import (
 )
 from engine.models.registry import ModelError, resolve_whisper
 from engine.streaming import Decision, PhraseCutter, clean_segments, collapse_repeats
+from engine.workers.base import Handler
 from engine.workers.streams import StreamBuffer, StreamTable
 
 FULL_WINDOW = 3000  # mel frames whisper's encoder is trained on (30 s)
 
 
-class TranscriptionHandler:
+class TranscriptionHandler(Handler):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.tc = config.transcription
