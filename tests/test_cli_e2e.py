@@ -4,6 +4,7 @@ diarization, on real speech from tests/data."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from engine.export import from_json, render
 from engine.models.registry import assemble_whisper_base
 from engine.scoring import edit_distance, normalize
 from engine.transcript import Transcript
+from engine.workers.spec import ROLES
 from tests.conftest import (
     ROOT,
     assert_one_line_error,
@@ -31,7 +33,7 @@ from tests.conftest import (
 )
 from tests.formats import parse_srt, parse_vtt
 
-WORKER_TITLES = {f"transcrevai: {r}" for r in ("capture", "transcription", "diarization")}
+WORKER_TITLES = {f"transcrevai: {r}" for r in ROLES}
 
 
 def _wer(clip_id: str, text: str) -> float:
@@ -167,7 +169,14 @@ def test_truncated_wav_keeps_what_is_there_and_exits_non_zero(tmp_path: Path) ->
     proc = run_cli("transcribe", str(_cut_wav(tmp_path)), "--no-diarization")
     line = assert_one_line_error(proc)
     assert proc.returncode == 3 and "truncated" in line
-    assert _wer("ptbr_fleurs_000", proc.stdout) < 0.8  # the first half is there
+    # the first half is there: the text is about half the reference's words and matches a
+    # prefix of it (the cut falls mid-word, so the best prefix length is searched near it)
+    hyp = normalize(" ".join(re.sub(r"^\[[^\]]*\]\s*\S+:\s*", "", ln)
+                             for ln in proc.stdout.splitlines()))
+    ref = normalize(clips()["ptbr_fleurs_000"]["transcript"])
+    assert 0.3 * len(ref) <= len(hyp) <= 0.7 * len(ref), hyp
+    best = min(edit_distance(ref[:n], hyp) / n for n in range(len(hyp) - 3, len(hyp) + 4))
+    assert best <= 0.3, hyp
 
 
 @pytest.mark.parametrize("kind", ["missing", "dir", "text", "empty", "zero", "garbage"])
