@@ -17,6 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from engine.fileio import sha256_file
 from engine.models import quantize as q
 from engine.models.registry import DIARIZATION_FILES
 
@@ -71,7 +72,7 @@ def test_segmentation_chain_lands_with_reasons(seg_chain: q.ChainResult) -> None
     assert not list(seg_chain.manifest.parent.glob("segmentation.*.onnx"))
     assert man["source_sha256"] == DIARIZATION_FILES[SEG.name][0]
     assert man["cpu"] == q.cpu_model() and man["versions"] == q.tool_versions()
-    assert man["artefact_sha256"] == q.sha256_file(seg_chain.path)
+    assert man["artefact_sha256"] == sha256_file(seg_chain.path)
 
 
 def test_embedding_chain_lands_with_reasons(emb_chain: q.ChainResult) -> None:
@@ -114,7 +115,7 @@ def test_cache_reused_then_tampered_file_rebuilt(emb_chain: q.ChainResult,
     assert "tampered" in rebuilt.hash_status
     assert rebuilt.in_use == emb_chain.in_use
     man = json.loads((cache / "embedding.manifest.json").read_text())
-    assert man["artefact_sha256"] == q.sha256_file(rebuilt.path)
+    assert man["artefact_sha256"] == sha256_file(rebuilt.path)
     assert rebuilt.path.read_bytes() != bytes(data)  # the tampered bytes were replaced
     onnx.checker.check_model(str(rebuilt.path))
 

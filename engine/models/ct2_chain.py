@@ -91,7 +91,7 @@ def _run_probe(level: str, folder: Path, out: Path, reference: str | None, threa
                 times[i].append(time.perf_counter() - start)
             else:
                 texts[i] = text
-    # the fastest run of each (other load only adds time; see quantize._run_probe)
+    # the fastest run of each (other load only adds time; see onnx_convert._run_probe)
     out.write_text(json.dumps({"texts": texts, "times": [min(t) for t in times]}))
 
 
