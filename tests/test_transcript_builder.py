@@ -110,3 +110,17 @@ def test_the_console_shows_an_engine_failure_as_an_error() -> None:
     state = ConsoleState()
     state.apply(EngineFailed("transcription worker failed: gave up after 3 restarts"))
     assert state.errors == ["transcription worker failed: gave up after 3 restarts"]
+
+
+def test_a_finished_stream_shows_no_lag() -> None:
+    """Metrics sampled mid-file said 15 s behind; the final result means nothing is."""
+    from engine.messages import EngineMetrics, StreamOpened
+
+    state = ConsoleState()
+    state.apply(StreamOpened(1, "x.wav", 30.0, 16000, 1, "wav"))
+    state.apply(EngineMetrics((), 15.0))
+    assert state.lag_s == 15.0
+    state.apply(TranscriptResult(1, (), 0, 16000 * 15, False, 1.0, 15.0))
+    assert state.lag_s == 15.0
+    state.apply(TranscriptResult(1, (), 16000 * 15, 16000 * 30, True, 1.0, 15.0))
+    assert state.lag_s == 0.0

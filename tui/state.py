@@ -134,6 +134,8 @@ class ConsoleState:
                     self.language = segs[-1].language or self.language
                     self.partial = ""
                     self._changed(self.builder.add_segments(segs))
+                if ev.final:  # all of it is transcribed: no lag, whatever metrics said last
+                    self.lag_s = 0.0
             case DiarizationResult(turns=turns, incremental=True):
                 if turns:
                     self._changed(self.builder.add_turns(turns))
