@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.messages import SAMPLE_RATE
 from engine.models.quantize import (
     MAX_PROB_DIFF,
     MAX_SLOWDOWN,
@@ -34,7 +35,7 @@ from engine.models.quantize import (
     run_child,
 )
 
-SEG_WINDOW = 160000  # 10 s at 16 kHz
+SEG_WINDOW = 10 * SAMPLE_RATE  # the segmentation model's 10 s window
 _QUANT_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
               "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul",
               "MatMulIntegerToFloat"}
@@ -44,9 +45,9 @@ _EXCLUDED_OPS = ("Conv", "Reshape", "Concat", "Split", "Transpose", "Gather", "S
 # --------------------------------------------------------------------------- probe inputs
 def _voice(rng: np.random.Generator, n: int, f0: float) -> np.ndarray:
     """A crude voiced signal: harmonics of a wobbling f0 with a syllable-like envelope."""
-    t = np.arange(n) / 16000.0
+    t = np.arange(n) / SAMPLE_RATE
     pitch = f0 * (1.0 + 0.05 * np.sin(2 * np.pi * 3.0 * t + rng.uniform(0, 6)))
-    phase = 2 * np.pi * np.cumsum(pitch) / 16000.0
+    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
     sig = sum(np.sin(k * phase) / k for k in range(1, 8))
     env = 0.5 * (1 + np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)))
     return np.asarray(sig * env, dtype=np.float64)
@@ -66,7 +67,7 @@ def probe_inputs(kind: str) -> list[np.ndarray]:
 
     out = []
     for seconds, f0 in ((1.5, 110.0), (3.0, 180.0), (2.0, 240.0)):
-        n = int(seconds * 16000)
+        n = int(seconds * SAMPLE_RATE)
         wav = 0.3 * _voice(rng, n, f0) + 0.01 * rng.standard_normal(n)
         feats = fbank(wav.astype(np.float32))
         feats = feats - feats.mean(axis=0, keepdims=True)
