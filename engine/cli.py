@@ -19,11 +19,12 @@ from engine.audio.paths import AudioFileError, check_file
 from engine.config import PROJECT_ROOT, Config, ConfigError, check_paths, load_config
 from engine.export import EXPORT_FORMATS, FORMATS, render
 from engine.fileio import PUBLIC, atomic_write_text
-from engine.messages import FAULT_KINDS, ROLES, FaultSpec
+from engine.messages import FAULT_KINDS, FaultSpec
 from engine.runner import EngineFailure, FileResult, Runner
 from engine.sessions import SessionError
 from engine.supervisor import Supervisor
 from engine.timefmt import short_clock
+from engine.workers.spec import ROLES
 
 __all__ = ["PROJECT_ROOT", "main", "parse_fault", "setup_logging"]
 

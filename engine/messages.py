@@ -24,7 +24,6 @@ if TYPE_CHECKING:  # the console imports these messages; numpy is not needed to 
 SAMPLE_RATE = 16000
 
 Role = Literal["capture", "transcription", "diarization"]
-ROLES: tuple[Role, ...] = ("capture", "transcription", "diarization")
 
 
 class WorkerState(StrEnum):

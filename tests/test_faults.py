@@ -18,10 +18,11 @@ import psutil
 import pytest
 
 from engine.config import Config, load_config
-from engine.messages import FAULT_KINDS, ROLES, FaultSpec, WorkerState, WorkerStatus
+from engine.messages import FAULT_KINDS, FaultSpec, WorkerState, WorkerStatus
 from engine.runner import Runner
 from engine.supervisor import Supervisor
 from engine.transcript import Transcript
+from engine.workers.spec import ROLES
 from tests.conftest import ROOT, clip_path
 
 CLIP = "ptbr_dlg_mixed_4spk"
@@ -45,6 +46,13 @@ def _run(cfg: Config, faults: list[FaultSpec]) -> tuple[Transcript, Runner]:
         runner.wait_ready()
         result = runner.transcribe(str(clip_path(CLIP)))
         assert result.ok, result.error
+        # on a fast machine the work can be done before the fault is detected (a hang is
+        # seen heartbeat_timeout after it starts): the supervisor must still see it
+        deadline = time.monotonic() + cfg.engine.heartbeat_timeout + 10
+        while faults and time.monotonic() < deadline and not any(
+                isinstance(e, WorkerStatus) and e.state == WorkerState.RESTARTING
+                for e in runner.incidents):
+            runner.pump(0.1)
         return result.transcript, runner
 
 
