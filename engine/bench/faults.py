@@ -69,6 +69,17 @@ def run_fault_bench(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
                     cfg.limits.over_limit_s + 5
                 while not engine.detections and time.monotonic() < limit:
                     runner.pump(0.1)
+                # and until its successor is up: a fault survived is a worker back at work
+                limit = time.monotonic() + cfg.engine.backoff_max_s + \
+                    cfg.engine.startup_timeout
+                while engine.detections and time.monotonic() < limit and not (
+                        engine.slots[role].restarts
+                        and engine.state(role) in (WorkerState.READY, WorkerState.BUSY)):
+                    runner.pump(0.1)
+                recovered = bool(engine.slots[role].restarts) and \
+                    engine.state(role) in (WorkerState.READY, WorkerState.BUSY)
+            else:
+                recovered = True
         fired += [e.time for e in runner.incidents if isinstance(e, FaultFired)]
         seen = [t for r, t in engine.detections if r == role]
         return {
@@ -77,6 +88,7 @@ def run_fault_bench(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
             "detected": bool(seen),
             "detection_s": round(seen[0] - fired[0], 3) if fired and seen else None,
             "restarts": engine.slots[role].restarts if role else 0,
+            "recovered": recovered,
             "backoff_s": [e.retry_in for e in runner.incidents if isinstance(e, WorkerStatus)
                           and e.state == WorkerState.RESTARTING and e.role == role],
             "error": res.error,
@@ -89,10 +101,11 @@ def run_fault_bench(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
             r = run(role, kind)
             rows.append({"role": role, "kind": kind, "detected": r["detected"],
                          "detection_s": r["detection_s"], "restarts": r["restarts"],
+                         "recovered": r["recovered"],
                          "backoff_s": r["backoff_s"],
                          "same_transcript": r["lines"] == clean["lines"],
                          "wall_s": round(r["wall_s"], 2)})
-    survived = all(r["same_transcript"] and r["detected"] for r in rows)
+    survived = all(r["same_transcript"] and r["detected"] and r["recovered"] for r in rows)
     if as_json:
         print(json.dumps({"clip": clip["id"], "cold_start_s": round(clean["ready_s"], 2),
                           "undisturbed_wall_s": round(clean["wall_s"], 2), "faults": rows,
@@ -102,10 +115,11 @@ def run_fault_bench(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
           f"{clean['ready_s']:.2f} s; heartbeat timeout {cfg.engine.heartbeat_timeout:g} s; "
           "kill = SIGKILL from outside")
     print(f"{'worker':14} {'fault':6} {'detected':>8} {'latency s':>9} {'restarts':>8} "
-          f"{'backoff':>8} {'same text':>9} {'wall s':>7}")
+          f"{'back up':>7} {'backoff':>8} {'same text':>9} {'wall s':>7}")
     for r in rows:
         lat = "-" if r["detection_s"] is None else f"{r['detection_s']:.2f}"
         print(f"{r['role']:14} {r['kind']:6} {str(r['detected']):>8} {lat:>9} "
-              f"{r['restarts']:>8} {str(r['backoff_s']):>8} {str(r['same_transcript']):>9} "
+              f"{r['restarts']:>8} {str(r['recovered']):>7} {str(r['backoff_s']):>8} "
+              f"{str(r['same_transcript']):>9} "
               f"{r['wall_s']:7.1f}")
     return 0 if survived else 1

@@ -14,7 +14,8 @@ Growth is measured from the end of a warm-up (models settle, allocator pools fil
 end of the audio: the median of the last WINDOW samples before the audio ends against the
 median of the first WINDOW after the warm-up (fewer each when the run is short, so the two
 never share a sample). The speaker pass after the audio (it loads the recording once) is left
-out. RSS is in MB of 10^6 bytes; "total" is the sum over all processes at each sample.
+out. RSS is in MB of 2^20 bytes (as every other figure of the project); "total" is the
+sum over all processes at each sample.
 """
 
 from __future__ import annotations
@@ -99,11 +100,11 @@ def build_loop_wav(clips: list[Path], seconds: float, out: Path) -> float:
 
 
 def _rss(engine: Supervisor) -> dict[str, float]:
-    out = {"supervisor": psutil.Process().memory_info().rss / 1e6}
+    out = {"supervisor": psutil.Process().memory_info().rss / 2**20}
     for role, proc in engine.procs.items():
         try:
             if proc.pid and proc.is_alive():
-                out[role] = psutil.Process(proc.pid).memory_info().rss / 1e6
+                out[role] = psutil.Process(proc.pid).memory_info().rss / 2**20
         except psutil.Error:
             continue
     return out
@@ -218,7 +219,7 @@ def _summarise(r: SoakReport) -> None:
     r.max_queue_depth = max((s.queue_depth for s in r.samples), default=0)
 
 
-LEGEND = ("t: seconds since the stream started; RSS in MB (10^6 bytes) per process; lag: audio "
+LEGEND = ("t: seconds since the stream started; RSS in MB (2^20 bytes) per process; lag: audio "
           "fed minus audio transcribed; p95 commit: phrases committed since the last sample; "
           "restarts: since the start; queued: audio blocks in the workers' inboxes; segments: "
           "committed so far; console µs/event: mean since the last sample")
@@ -242,7 +243,7 @@ def format_report(r: SoakReport) -> str:
         (e0, e1), (l0, l1) = r.growth_early_s, r.growth_late_s
         lines.append(f"  RSS growth, median of the samples at {e0:.0f}-{e1:.0f} s -> median "
                      f"at {l0:.0f}-{l1:.0f} s (after the warm-up, before the end of the audio; "
-                     f"MB = 10^6 bytes):")
+                     f"MB = 2^20 bytes):")
         lines += [f"    {k}: {v:+.2f}% ({r.growth_mb.get(k, 0.0):+.1f} MB)"
                   + (" (all processes)" if k == "total" else "")
                   for k, v in r.growth_pct.items()]
