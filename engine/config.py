@@ -66,6 +66,10 @@ class TranscriptionConfig:
     allow_download: bool = False
     # Audio is cut into pieces of about this length at silences before decoding.
     max_chunk_s: float = field(default=30.0, metadata=_range(5.0, 600.0))
+    # coverage: a stretch of speech (VAD, unpadded) this long or longer with no word in it
+    # is decoded again on its own, the text before it as the prompt; what still gives no
+    # words is marked "[inaudible N s]". 0 turns the check off
+    recheck_min_s: float = field(default=0.5, metadata=_range(0.0, 30.0))
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import json
 import re
 import textwrap
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from engine.messages import Segment, SpeakerTurn, Word
 from engine.timefmt import timestamp
-from engine.transcript import UNKNOWN_SPEAKER, Transcript
+from engine.transcript import UNKNOWN_SPEAKER, Transcript, gap_segment
 
 MAX_LINE = 42
 MAX_LINES = 2
@@ -135,8 +135,10 @@ def to_json(tr: Transcript) -> str:
              "words": [{"start": w.start, "end": w.end, "word": w.text,
                         "probability": round(w.probability, 4), "speaker": w.speaker}
                        for w in s.words]}
-            for i, s in enumerate(tr.segments)
+            for i, s in enumerate(tr.spoken)
         ],
+        # speech that gave no words even when decoded again on its own
+        "gaps": [{"start": g.start, "end": g.end, "speaker": g.speaker} for g in tr.gaps],
         "turns": [asdict(t) for t in tr.turns],
         "warnings": tr.warnings,
     }
@@ -166,6 +168,10 @@ def from_json(text: str) -> Transcript:
                 s["speaker"], s["avg_logprob"], s["no_speech_prob"], s.get("language", ""))
         for s in doc["segments"]
     ]
+    gaps = [replace(gap_segment(g["start"], g["end"], doc.get("language", "")),
+                    speaker=g.get("speaker"))
+            for g in doc.get("gaps", [])]
+    segments = sorted(segments + gaps, key=lambda s: s.start)
     return Transcript(
         source=doc["source"], duration_s=doc["duration"], language=doc["language"],
         model=doc["model"], segments=segments,

@@ -71,6 +71,9 @@ class Segment:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     language: str = ""
+    # a stretch of speech that yielded no words even when decoded again on its own: shown
+    # as "[inaudible N s]" in that speaker's place, listed apart as a gap in JSON
+    gap: bool = False
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,7 @@ class SessionWriter:
             "model": model, "avg_logprob": round(seg.avg_logprob, 3),
             "words": [{"start": w.start, "end": w.end, "word": w.text,
                        "probability": round(w.probability, 3)} for w in seg.words],
+            **({"gap": True} if seg.gap else {}),
         })
         self._next_id += 1
         if model and not self.meta.model:
@@ -315,7 +316,8 @@ def _apply(rec: dict[str, Any], sess: Session) -> None:
         sess.segments.append(Segment(float(rec["start"]), float(rec["end"]), str(rec["text"]),
                                      words, rec.get("speaker"),
                                      float(rec.get("avg_logprob", 0.0)),
-                                     language=str(rec.get("language") or "")))
+                                     language=str(rec.get("language") or ""),
+                                     gap=bool(rec.get("gap", False))))
         if rec.get("model") and not sess.meta.model:
             sess.meta.model = str(rec["model"])
     elif kind == "turns":

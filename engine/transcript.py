@@ -29,6 +29,12 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+def gap_segment(start: float, end: float, language: str = "") -> Segment:
+    """Speech with no words: marked where it was, so a reader knows text is missing."""
+    return Segment(round(start, 3), round(end, 3), f"[inaudible {end - start:.1f} s]",
+                   language=language, gap=True)
+
+
 def speaker_order(segments: Sequence[Segment]) -> list[str]:
     """Speaker labels in order of first appearance."""
     seen: dict[str, None] = {}
@@ -52,6 +58,16 @@ class Transcript:
     @property
     def speakers(self) -> list[str]:
         return speaker_order(self.segments)
+
+    @property
+    def gaps(self) -> list[Segment]:
+        """Stretches of speech that gave no words (their speaker from the turns)."""
+        return [s for s in self.segments if s.gap]
+
+    @property
+    def spoken(self) -> list[Segment]:
+        """The segments with words (what scoring and search read)."""
+        return [s for s in self.segments if not s.gap]
 
     def name(self, label: str | None) -> str:
         label = label or UNKNOWN_SPEAKER

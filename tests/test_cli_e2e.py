@@ -247,3 +247,21 @@ def test_without_diarization_models_the_transcript_still_comes(tmp_path: Path) -
     assert proc.returncode == 3 and "diarization unavailable" in line
     assert "segmentation-3.0.onnx" in line
     assert _wer("ptbr_fleurs_000", proc.stdout.split(":", 3)[-1]) <= 0.2
+
+
+def test_every_sentence_of_the_dialogue_has_words(dialogue: dict[str, object]) -> None:
+    """Whisper base, decoding the 30 s window whole, skipped the second sentence (5-11 s)
+    and gave its speaker a lone "É"; each stretch of speech without words is now decoded
+    again on its own. Each reference sentence (tests/data/segments/) must get most of its
+    words, at its own time."""
+    tr = from_json(str(dialogue["json"]))
+    ref = json.loads((ROOT / "tests/data/segments/ptbr_dlg_mixed_4spk.json").read_text())
+    words = [w for s in tr.spoken for w in s.words]
+    for sentence in ref:
+        said = normalize(sentence["text"])
+        heard = normalize(" ".join(w.text for w in words
+                                   if sentence["start"] - 0.5 <= (w.start + w.end) / 2
+                                   <= sentence["end"] + 0.5))
+        assert len(heard) >= len(said) // 2, (sentence["text"], heard)
+        assert edit_distance(said, heard) / len(said) <= 0.6, (sentence["text"], heard)
+    assert not tr.gaps  # every stretch of this clip has words

@@ -129,7 +129,7 @@ def _score(clip: dict[str, Any], corpus: Path, live: LiveStream, diarize: bool,
     """One clip's row; its DER goes into its group's pooled metrics."""
     tr = live.transcript(live_labels=True)
     ref = normalize(clip["transcript"])
-    errors = edit_distance(ref, normalize(" ".join(s.text for s in tr.segments)))
+    errors = edit_distance(ref, normalize(" ".join(s.text for s in tr.spoken)))
     der_l = der_r = None
     diar_failed = refine_failed = False
     found = len({t.speaker for t in live.turns}) if live.turns else None

@@ -67,7 +67,7 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
             res = runner.transcribe(str(corpus / clip["file"]), language=clip_language(clip))
             tr = res.transcript
             ref = normalize(clip["transcript"])
-            hyp = normalize(" ".join(s.text for s in tr.segments))
+            hyp = normalize(" ".join(s.text for s in tr.spoken))  # gaps are not words
             errors = edit_distance(ref, hyp)
             der = der_c0 = None
             found = None

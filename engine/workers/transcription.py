@@ -35,10 +35,32 @@ from engine.messages import (
 )
 from engine.models.registry import ModelError, resolve_whisper
 from engine.streaming import Decision, PhraseCutter, clean_segments, collapse_repeats
+from engine.transcript import gap_segment
 from engine.workers.base import Handler
 from engine.workers.streams import StreamBuffer, StreamTable
 
 FULL_WINDOW = 3000  # mel frames whisper's encoder is trained on (30 s)
+WORD_REACH_S = 0.3  # speech this close to a word belongs to it (word times are rough)
+RECHECK_PAD_S = 0.3  # context on each side of a stretch decoded again
+PROMPT_CHARS = 200  # of the text before a stretch, given as the prompt
+
+
+def uncovered(regions: list[tuple[float, float]], spans: list[tuple[float, float]],
+              reach: float, min_s: float) -> list[tuple[float, float]]:
+    """Parts of speech `regions` at least `min_s` long that no word span (widened by `reach`
+    on each side) touches; spans sorted by start."""
+    holes = []
+    for a, b in regions:
+        cur = a
+        for ws, we in spans:
+            if we + reach <= cur or ws - reach >= b:
+                continue
+            if ws - reach > cur:
+                holes.append((cur, ws - reach))
+            cur = max(cur, we + reach)
+        if b > cur:
+            holes.append((cur, b))
+    return [(round(a, 3), round(b, 3)) for a, b in holes if b - a >= min_s]
 
 
 class TranscriptionHandler(Handler):
@@ -266,14 +288,48 @@ class TranscriptionHandler(Handler):
         t0 = time.perf_counter()
         segments = (self._transcribe(audio, offset_s, st.language)
                     if len(audio) >= SAMPLE_RATE // 10 else [])
+        if self.tc.recheck_min_s and len(audio) >= SAMPLE_RATE // 2:
+            segments = self._cover(audio, offset_s, segments, st.language)
         self.table.published[sid] = st.start_sample
         return TranscriptResult(sid, tuple(segments), start, st.start_sample, final,
                                 work_s=time.perf_counter() - t0,
                                 audio_s=len(audio) / SAMPLE_RATE)
 
+    def _cover(self, audio: np.ndarray, offset_s: float, segments: list[Segment],
+               language: str | None) -> list[Segment]:
+        """No speech lost silently: every stretch of speech with no word in it is decoded
+        again on its own (whisper, decoding a 30 s window whole, can skip a sentence), with
+        the text before it as the prompt; what still gives no words becomes a gap."""
+        from faster_whisper.vad import get_speech_timestamps
+
+        v = self.config.vad
+        vad = dataclasses.replace(self.vad_options, speech_pad_ms=0,
+                                  min_speech_duration_ms=v.min_speech_ms)
+        regions = [(d["start"] / SAMPLE_RATE, d["end"] / SAMPLE_RATE)
+                   for d in get_speech_timestamps(audio, vad)]
+        spans = sorted((w.start - offset_s, w.end - offset_s)
+                       for seg in segments for w in (seg.words or (seg,)))
+        holes = uncovered(regions, spans, WORD_REACH_S, self.tc.recheck_min_s)
+        if not holes:
+            return segments
+        added: list[Segment] = []
+        for a, b in holes:
+            lo, hi = max(0.0, a - RECHECK_PAD_S), min(len(audio) / SAMPLE_RATE, b + RECHECK_PAD_S)
+            before = " ".join(s.text for s in segments if s.end - offset_s <= a + 0.05)
+            piece = audio[int(lo * SAMPLE_RATE): int(hi * SAMPLE_RATE)]
+            found = clean_segments(self._transcribe(
+                piece, offset_s + lo, language, prompt=before[-PROMPT_CHARS:] or None,
+                vad=False))
+            kept = [s for s in found
+                    if lo + offset_s - 0.05 <= (s.start + s.end) / 2 <= hi + offset_s + 0.05]
+            added += kept or [gap_segment(offset_s + a, offset_s + b,
+                                          language or self.tc.language)]
+        return sorted(segments + added, key=lambda s: s.start)
+
     def _transcribe(self, audio: np.ndarray, offset_s: float, language: str | None,
                     fast: bool = False, beam: int | None = None,
-                    live: bool = False) -> list[Segment]:
+                    live: bool = False, prompt: str | None = None,
+                    vad: bool | None = None) -> list[Segment]:
         """Decode one piece. fast: the live partial line (beam 1, no word times, no
         fallback); live: a committed phrase (its own beam, short encoder window)."""
         import ctranslate2
@@ -302,13 +358,14 @@ class TranscriptionHandler(Handler):
             best_of=tc.best_of,
             condition_on_previous_text=tc.condition_on_previous_text,
             repetition_penalty=tc.repetition_penalty,
-            initial_prompt=tc.initial_prompt or None,
+            initial_prompt=" ".join(p for p in (tc.initial_prompt, prompt) if p) or None,
             word_timestamps=(tc.word_timestamps and not (fast or live)
                              or live and lc.word_timestamps),
             max_new_tokens=(int(min(len(audio) / SAMPLE_RATE, 30.0) * tc.max_tokens_per_s) + 16
                             if tc.max_tokens_per_s else None),
             # live audio has been through the VAD already
-            vad_filter=self.config.vad.enabled and not (fast or live),
+            vad_filter=(self.config.vad.enabled and not (fast or live)) if vad is None
+            else vad,
             vad_parameters=self.vad_options,
         )
         out: list[Segment] = []

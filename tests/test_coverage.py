@@ -1,0 +1,60 @@
+"""No speech lost silently: the pieces of the coverage check that need no model.
+
+Stretches of speech with no word are found the same way for any input; a stretch that still
+gives no words is a gap, kept as such through JSON exports and sessions on disk, and shown in
+that speaker's place in the text formats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.export import from_json, render
+from engine.messages import Segment, SpeakerTurn, Word
+from engine.sessions import SessionWriter, load_session
+from engine.transcript import Transcript, assign_speakers, gap_segment
+from engine.workers.transcription import uncovered
+
+
+def test_uncovered_finds_speech_no_word_touches() -> None:
+    regions = [(0.0, 4.0), (5.0, 11.0), (12.0, 12.4)]
+    words = [(0.2, 0.8), (1.0, 3.9), (10.0, 11.0)]
+    # 0-4 s is covered (gaps between words are within reach); 5.0-9.7 s is not; the last
+    # region is shorter than the minimum
+    assert uncovered(regions, words, 0.3, 0.5) == [(5.0, 9.7)]
+    assert uncovered(regions, [], 0.3, 0.5) == [(0.0, 4.0), (5.0, 11.0)]
+    assert uncovered([], words, 0.3, 0.5) == []
+
+
+def _transcript() -> Transcript:
+    words = (Word(0.5, 1.0, "Bom"), Word(1.1, 1.6, "dia."))
+    segs = [Segment(0.5, 1.6, "Bom dia.", words, language="pt"), gap_segment(2.0, 7.8, "pt")]
+    turns = [SpeakerTurn(0.0, 1.8, "SPEAKER_00"), SpeakerTurn(1.9, 8.0, "SPEAKER_01")]
+    return Transcript("x.wav", 10.0, "pt", "m", assign_speakers(segs, turns), turns, True)
+
+
+def test_a_gap_is_shown_in_its_speakers_place_and_listed_in_json() -> None:
+    tr = _transcript()
+    assert [g.speaker for g in tr.gaps] == ["SPEAKER_01"]
+    assert "SPEAKER_01: [inaudible 5.8 s]" in render(tr, "txt")
+    for fmt in ("srt", "vtt"):
+        assert "[inaudible 5.8 s]" in render(tr, fmt)
+    import json
+
+    doc = json.loads(render(tr, "json"))
+    assert doc["gaps"] == [{"start": 2.0, "end": 7.8, "speaker": "SPEAKER_01"}]
+    assert [s["text"] for s in doc["segments"]] == ["Bom dia."]  # gaps are not words
+    back = from_json(render(tr, "json"))
+    assert back.segments == tr.segments
+
+
+def test_a_gap_survives_a_session_on_disk(tmp_path: Path) -> None:
+    tr = _transcript()
+    writer = SessionWriter.for_file(tmp_path, "x.wav")
+    for seg in tr.segments:
+        writer.segment(seg, "m")
+    writer.turns(tr.turns, refined=True)
+    writer.close(10.0, "complete")
+    sess = load_session(writer.meta_path)
+    assert [s.gap for s in sess.segments] == [False, True]
+    assert sess.segments[1].text == "[inaudible 5.8 s]"
