@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("--clips", help="only clips whose id contains this text")
     b.add_argument("--no-diarization", action="store_true")
+    b.add_argument("--baseline", action="store_true",
+                   help="also run plain faster-whisper (same weights and compute type, beam 5, "
+                        "VAD filter, nothing of the project) on the same clips, side by side")
     b.add_argument("--console", action="store_true",
                    help="first-frame time and key latency of the console")
     b.add_argument("--live", action="store_true",

@@ -32,6 +32,63 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return prev[-1]
 
 
+def align(ref: list[str], hyp: list[str]) -> list[tuple[int | None, int | None]]:
+    """A minimal-edit alignment: (ref index, hyp index) pairs; None on one side is a
+    deletion (hyp None) or an insertion (ref None). Its cost equals edit_distance."""
+    n, m = len(ref), len(hyp)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        cost[i][0] = i
+    for j in range(m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1,
+                             cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]))
+    pairs: list[tuple[int | None, int | None]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            pairs.append((i - 1, None))
+            i -= 1
+        else:
+            pairs.append((None, j - 1))
+            j -= 1
+    return pairs[::-1]
+
+
+def error_counts(ref: list[str], hyp: list[str]) -> tuple[int, int, int]:
+    """(substitutions, deletions, insertions) of a minimal alignment; they sum to
+    edit_distance(ref, hyp)."""
+    pairs = align(ref, hyp)
+    subs = sum(1 for i, j in pairs if i is not None and j is not None and ref[i] != hyp[j])
+    dels = sum(1 for _, j in pairs if j is None)
+    ins = sum(1 for i, _ in pairs if i is None)
+    return subs, dels, ins
+
+
+def wder(ref: list[tuple[str, str]], hyp: list[tuple[str, str]]) -> float | None:
+    """Word diarization error rate: of the reference words aligned to a hypothesis word
+    (matched or substituted), the share whose speaker is wrong once hypothesis speakers are
+    mapped one-to-one onto reference speakers in the way that makes the most right.
+    `ref`/`hyp`: (normalized word, speaker) in order. None when nothing aligns."""
+    from scipy.optimize import linear_sum_assignment
+
+    pairs = [(ref[i][1], hyp[j][1]) for i, j in align([w for w, _ in ref], [w for w, _ in hyp])
+             if i is not None and j is not None]
+    if not pairs:
+        return None
+    rs = sorted({r for r, _ in pairs})
+    hs = sorted({h for _, h in pairs})
+    counts = [[sum(1 for p in pairs if p == (r, h)) for h in hs] for r in rs]
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    right = sum(counts[r][c] for r, c in zip(rows, cols, strict=True))
+    return 1.0 - right / len(pairs)
+
+
 def read_rttm(path: Path) -> list[SpeakerTurn]:
     """Reference speaker turns of one RTTM file."""
     turns = []

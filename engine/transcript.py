@@ -35,6 +35,24 @@ def gap_segment(start: float, end: float, language: str = "") -> Segment:
                    language=language, gap=True)
 
 
+def uncovered(regions: list[tuple[float, float]], spans: list[tuple[float, float]],
+              reach: float, min_s: float) -> list[tuple[float, float]]:
+    """Parts of speech `regions` at least `min_s` long that no word span (widened by `reach`
+    on each side) touches; spans sorted by start."""
+    holes = []
+    for a, b in regions:
+        cur = a
+        for ws, we in spans:
+            if we + reach <= cur or ws - reach >= b:
+                continue
+            if ws - reach > cur:
+                holes.append((cur, ws - reach))
+            cur = max(cur, we + reach)
+        if b > cur:
+            holes.append((cur, b))
+    return [(round(a, 3), round(b, 3)) for a, b in holes if b - a >= min_s]
+
+
 def speaker_order(segments: Sequence[Segment]) -> list[str]:
     """Speaker labels in order of first appearance."""
     seen: dict[str, None] = {}

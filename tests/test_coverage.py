@@ -12,8 +12,7 @@ from pathlib import Path
 from engine.export import from_json, render
 from engine.messages import Segment, SpeakerTurn, Word
 from engine.sessions import SessionWriter, load_session
-from engine.transcript import Transcript, assign_speakers, gap_segment
-from engine.workers.transcription import uncovered
+from engine.transcript import Transcript, assign_speakers, gap_segment, uncovered
 
 
 def test_uncovered_finds_speech_no_word_touches() -> None:

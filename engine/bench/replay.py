@@ -10,6 +10,7 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -17,8 +18,18 @@ import psutil
 from engine.bench.corpus import clip_language, is_en, is_pt, load_corpus, pct
 from engine.config import Config
 from engine.runner import Runner
-from engine.scoring import annotation, der_metric, edit_distance, normalize, read_rttm, uem
+from engine.scoring import (
+    annotation,
+    der_metric,
+    edit_distance,
+    error_counts,
+    normalize,
+    read_rttm,
+    uem,
+    wder,
+)
 from engine.supervisor import Supervisor
+from engine.transcript import Transcript, uncovered
 
 
 @dataclass
@@ -39,6 +50,19 @@ class ClipRow:
     diarization_ratio: float | None
     peak_rss_mb: float
     error: str | None = None
+    subs: int = 0  # the WER's errors as substitutions, deletions, insertions
+    dels: int = 0
+    ins: int = 0
+    gaps: int = 0  # stretches marked "[inaudible]" by the engine, and their seconds
+    gap_s: float = 0.0
+    # reference speech (segments/ or RTTM) in stretches of >= 0.5 s no word of the engine
+    # touches, minus what the engine itself marked as gaps (None: no reference times)
+    speech_without_words_s: float | None = None
+    wder: float | None = None  # words given the wrong speaker (clips with segments/)
+    baseline_wer: float | None = None  # plain faster-whisper on the same clip (--baseline)
+    baseline_errors: int | None = None
+    baseline_sdi: tuple[int, int, int] | None = None
+    baseline_ratio: float | None = None
 
 
 def run_bench(cfg: Config, args: argparse.Namespace) -> int:
@@ -69,6 +93,8 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
             ref = normalize(clip["transcript"])
             hyp = normalize(" ".join(s.text for s in tr.spoken))  # gaps are not words
             errors = edit_distance(ref, hyp)
+            subs, dels, ins = error_counts(ref, hyp)
+            stretches = _reference_stretches(corpus, clip)
             der = der_c0 = None
             found = None
             diar_failed = False
@@ -93,9 +119,13 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
                 int(clip.get("n_speakers") or 0), res.wall_s / audio,
                 res.work_s.get("transcription", 0.0) / audio,
                 None if d_work is None else d_work / audio,
-                runner.peak_rss_bytes / 2**20, error))
+                runner.peak_rss_bytes / 2**20, error, subs, dels, ins, len(tr.gaps),
+                round(sum(g.end - g.start for g in tr.gaps), 2),
+                _speech_without_words(stretches, tr), _wder(corpus, clip, tr)))
         supervisor_cpu = (sum(me.cpu_times()[:2]) - cpu0) / max(1e-9, time.perf_counter() - wall0)
         workers = {w.role: w for w in engine.metrics().workers}
+    if getattr(args, "baseline", False):
+        _run_baseline(cfg, corpus, clips, rows)
     report = _pooled(rows, pooled, load_s, runner.load_s)
     report["supervisor_cpu_percent"] = round(100 * supervisor_cpu, 2)
     report["workers"] = {
@@ -113,6 +143,66 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
+def _reference_stretches(corpus: Path, clip: dict[str, Any]) -> list[tuple[float, float]]:
+    """Where the reference says someone speaks: per-sentence segments, else RTTM turns."""
+    if clip.get("segments_file"):
+        return [(float(s["start"]), float(s["end"]))
+                for s in json.loads((corpus / clip["segments_file"]).read_text())]
+    if clip.get("rttm"):
+        return [(t.start, t.end) for t in read_rttm(corpus / clip["rttm"])]
+    return []
+
+
+def _speech_without_words(stretches: list[tuple[float, float]], tr: Transcript) -> float | None:
+    """Reference speech no hypothesis word touches (the engine's own coverage rule, applied
+    to the reference's times), not counting what the engine marked as a gap."""
+    if not stretches:
+        return None
+    spans = sorted((w.start, w.end) for s in tr.spoken for w in (s.words or (s,)))
+    spans += [(g.start, g.end) for g in tr.gaps]
+    holes = uncovered(sorted(stretches), sorted(spans), 0.3, 0.5)
+    return round(sum(b - a for a, b in holes), 2)
+
+
+def _wder(corpus: Path, clip: dict[str, Any], tr: Transcript) -> float | None:
+    if not clip.get("segments_file") or not tr.diarized:
+        return None
+    ref = [(w, str(s["speaker"])) for s in json.loads((corpus / clip["segments_file"])
+                                                       .read_text())
+           for w in normalize(s["text"])]
+    hyp = [(t, w.speaker or seg.speaker or "") for seg in tr.spoken for w in seg.words
+           for t in normalize(w.text)]
+    return wder(ref, hyp)
+
+
+def _run_baseline(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
+                  rows: list[ClipRow]) -> None:
+    """Plain faster-whisper beside the engine, in the same run: the same weights, compute
+    type and threads, beam 5, the clip's language, faster-whisper's VAD filter, and its
+    defaults for everything else (nothing of the project's decoding)."""
+    from faster_whisper import WhisperModel
+
+    from engine.models import levels
+    from engine.models.registry import resolve_whisper
+
+    tc = cfg.transcription
+    source = resolve_whisper(tc.model, cfg.paths.models_dir, tc.allow_download)
+    folder = Path(source.model)
+    level = levels.choose(cfg, "whisper", folder, levels.whisper_digest(cfg, folder)).level
+    model = WhisperModel(str(folder), device="cpu", compute_type=level,
+                         cpu_threads=tc.cpu_threads, local_files_only=True)
+    for clip, row in zip(clips, rows, strict=True):
+        t0 = time.perf_counter()
+        segs, _ = model.transcribe(str(corpus / clip["file"]), language=clip_language(clip),
+                                   beam_size=5, vad_filter=True)
+        hyp = normalize(" ".join(s.text for s in segs))
+        ref = normalize(clip["transcript"])
+        row.baseline_errors = edit_distance(ref, hyp)
+        row.baseline_sdi = error_counts(ref, hyp)
+        row.baseline_wer = row.baseline_errors / max(1, len(ref))
+        row.baseline_ratio = (time.perf_counter() - t0) / row.duration_s
+
+
 def _pooled(rows: list[ClipRow], pooled: dict[str, tuple[Any, Any]], load_s: float,
             worker_load_s: dict[str, float]) -> dict[str, Any]:
     def wer_of(sel: list[ClipRow]) -> float | None:
@@ -126,7 +216,10 @@ def _pooled(rows: list[ClipRow], pooled: dict[str, tuple[Any, Any]], load_s: flo
         return abs(m), abs(m0)
 
     pt_real = [r for r in rows if is_pt(r.language) and not r.synthetic]
+    real = [r for r in rows if not r.synthetic]
     audio = sum(r.duration_s for r in rows)
+    based = [r for r in pt_real if r.baseline_errors is not None]
+    wders = [r.wder for r in real if r.wder is not None]
     der, der_c0 = der_of("real", False)
     der_syn, der_syn_c0 = der_of("synthetic", True)
     return {
@@ -134,6 +227,18 @@ def _pooled(rows: list[ClipRow], pooled: dict[str, tuple[Any, Any]], load_s: flo
         "wer_pt_real_clips": len(pt_real),
         "wer_synthetic": wer_of([r for r in rows if r.synthetic]),
         "wer_en": wer_of([r for r in rows if is_en(r.language) and not r.synthetic]),
+        "wer_pt_sdi": [sum(r.subs for r in pt_real), sum(r.dels for r in pt_real),
+                       sum(r.ins for r in pt_real)],
+        # plain faster-whisper on the same real PT clips in the same run (--baseline)
+        "baseline_wer": (sum(r.baseline_errors or 0 for r in based)
+                         / max(1, sum(r.ref_words for r in based))) if based else None,
+        "baseline_processing_ratio": (
+            sum((r.baseline_ratio or 0.0) * r.duration_s for r in based)
+            / sum(r.duration_s for r in based)) if based else None,
+        "gaps": sum(r.gaps for r in real),
+        "gap_s": round(sum(r.gap_s for r in real), 2),
+        "speech_without_words_s": round(sum(r.speech_without_words_s or 0.0 for r in real), 2),
+        "wder": sum(wders) / len(wders) if wders else None,  # mean over real clips with it
         "der": der,  # real clips with reference turns (PT and EN), ±0.25 s collar
         "der_c0": der_c0,
         "der_real_clips": sum(1 for r in rows if r.der is not None and not r.synthetic),
@@ -151,7 +256,10 @@ def _pooled(rows: list[ClipRow], pooled: dict[str, tuple[Any, Any]], load_s: flo
 
 
 def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
-    head = (f"{'clip':28} {'lang':5} {'dur s':>6} {'WER%':>6} {'DER%':>6} {'DERc0%':>6} "
+    base = any(r.baseline_wer is not None for r in rows)
+    head = (f"{'clip':28} {'lang':5} {'dur s':>6} {'WER%':>6} {'S/D/I':>8} "
+            + (f"{'base%':>6} " if base else "")
+            + f"{'DER%':>6} {'DERc0%':>6} {'WDER%':>6} {'nowd s':>6} {'gaps':>4} "
             f"{'spk':>5} {'ratio':>6} {'asr':>6} {'diar':>6} {'RSS MB':>7}")
     print(head)
     print("-" * len(head))
@@ -159,13 +267,23 @@ def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
         spk = "-" if r.speakers_found is None else f"{r.speakers_found}/{r.speakers_ref}"
         diar = "-" if r.diarization_ratio is None else f"{r.diarization_ratio:6.3f}"
         name = r.id + (" *" if r.synthetic else "")
-        print(f"{name:28} {r.language:5} {r.duration_s:6.1f} {pct(r.wer):>6} {pct(r.der):>6} "
-              f"{pct(r.der_c0):>6} {spk:>5} {r.processing_ratio:6.3f} "
+        sdi = f"{r.subs}/{r.dels}/{r.ins}"
+        nowd = "-" if r.speech_without_words_s is None else f"{r.speech_without_words_s:6.1f}"
+        print(f"{name:28} {r.language[:5]:5} {r.duration_s:6.1f} {pct(r.wer):>6} {sdi:>8} "
+              + (f"{pct(r.baseline_wer):>6} " if base else "")
+              + f"{pct(r.der):>6} {pct(r.der_c0):>6} {pct(r.wder):>6} {nowd:>6} {r.gaps:>4} "
+              f"{spk:>5} {r.processing_ratio:6.3f} "
               f"{r.transcription_ratio:6.3f} {diar:>6} {r.peak_rss_mb:7.0f}"
               + (f"  ERROR {r.error}" if r.error else ""))
     print("-" * len(head))
-    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {pct(p['wer'])}%  "
-          f"WER synthetic {pct(p['wer_synthetic'])}%  WER en {pct(p['wer_en'])}%")
+    sub, dl, ins = p["wer_pt_sdi"]
+    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {pct(p['wer'])}% "
+          f"(S/D/I {sub}/{dl}/{ins})"
+          + (f"  plain faster-whisper {pct(p['baseline_wer'])}% (ratio "
+             f"{p['baseline_processing_ratio']:.3f})" if p["baseline_wer"] is not None else "")
+          + f"  WER synthetic {pct(p['wer_synthetic'])}%  WER en {pct(p['wer_en'])}%")
+    print(f"pooled (real clips): speech without words {p['speech_without_words_s']:.1f} s  "
+          f"gaps marked {p['gaps']} ({p['gap_s']:.1f} s)  WDER {pct(p['wder'])}%")
     print(f"pooled: DER real clips ({p['der_real_clips']}, ±0.25 s collar) {pct(p['der'])}%  "
           f"(no collar) {pct(p['der_c0'])}%  synthetic {pct(p['der_synthetic'])}% / "
           f"{pct(p['der_synthetic_c0'])}%  diarization failures {p['diarization_failures']}")
@@ -177,4 +295,6 @@ def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
         f"restarts {w['restarts']} crashes "
         f"{w['crashes']} memory {w['memory_violations']} hangs {w['hangs']}"
         for role, w in p["workers"].items()))
-    print("* synthetic clip: only in the synthetic figures")
+    print("* synthetic clip: only in the synthetic figures.  S/D/I: substitutions, deletions, "
+          "insertions;  nowd s: reference speech no word touches (not marked as a gap);  "
+          "WDER: words given the wrong speaker")

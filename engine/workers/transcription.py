@@ -35,7 +35,7 @@ from engine.messages import (
 )
 from engine.models.registry import ModelError, resolve_whisper
 from engine.streaming import Decision, PhraseCutter, clean_segments, collapse_repeats
-from engine.transcript import gap_segment
+from engine.transcript import gap_segment, uncovered
 from engine.workers.base import Handler
 from engine.workers.streams import StreamBuffer, StreamTable
 
@@ -43,24 +43,6 @@ FULL_WINDOW = 3000  # mel frames whisper's encoder is trained on (30 s)
 WORD_REACH_S = 0.3  # speech this close to a word belongs to it (word times are rough)
 RECHECK_PAD_S = 0.3  # context on each side of a stretch decoded again
 PROMPT_CHARS = 200  # of the text before a stretch, given as the prompt
-
-
-def uncovered(regions: list[tuple[float, float]], spans: list[tuple[float, float]],
-              reach: float, min_s: float) -> list[tuple[float, float]]:
-    """Parts of speech `regions` at least `min_s` long that no word span (widened by `reach`
-    on each side) touches; spans sorted by start."""
-    holes = []
-    for a, b in regions:
-        cur = a
-        for ws, we in spans:
-            if we + reach <= cur or ws - reach >= b:
-                continue
-            if ws - reach > cur:
-                holes.append((cur, ws - reach))
-            cur = max(cur, we + reach)
-        if b > cur:
-            holes.append((cur, b))
-    return [(round(a, 3), round(b, 3)) for a, b in holes if b - a >= min_s]
 
 
 class TranscriptionHandler(Handler):
