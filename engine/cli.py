@@ -44,6 +44,9 @@ def _info(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+VOCABULARY_HELP = "a file of names and jargon to expect, one a line (adds to config's vocabulary)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transcrevai",
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", "-l", help="pt (default), auto, or a language code")
     t.add_argument("--no-diarization", action="store_true", help="skip speaker labels")
     t.add_argument("--speakers", type=int, metavar="N", help="fix the number of speakers")
+    t.add_argument("--vocabulary", type=Path, metavar="FILE", help=VOCABULARY_HELP)
     t.add_argument("--realtime", action="store_true",
                    help="feed audio at real-time pace, like a live microphone")
     # testing aid: ROLE:KIND:AFTER_S, e.g. transcription:kill:2 (also TRANSCREVAI_INJECT_FAULT)
@@ -69,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file", metavar="FILE")
     r.add_argument("--speed", choices=("1", "2", "fast"), default="1",
                    help="real-time pace (1), twice as fast (2), or as fast as possible")
-    sub.add_parser("live", help="open the console and start recording")
+    r.add_argument("--vocabulary", type=Path, metavar="FILE", help=VOCABULARY_HELP)
+    lv = sub.add_parser("live", help="open the console and start recording")
+    lv.add_argument("--vocabulary", type=Path, metavar="FILE", help=VOCABULARY_HELP)
 
     s = sub.add_parser("sessions", help="list past sessions; rename a speaker; search them")
     ssub = s.add_subparsers(dest="sessions_command", metavar="ACTION")
@@ -97,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("--clips", help="only clips whose id contains this text")
     b.add_argument("--no-diarization", action="store_true")
+    b.add_argument("--vocabulary", type=Path, metavar="FILE", help=VOCABULARY_HELP)
     b.add_argument("--baseline", action="store_true",
                    help="also run plain faster-whisper (same weights and compute type, beam 5, "
                         "VAD filter, nothing of the project) on the same clips, side by side")
@@ -123,7 +130,24 @@ def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         cfg = cfg.replace("diarization", num_speakers=args.speakers)
     if getattr(args, "no_diarization", False):
         cfg = cfg.replace("diarization", enabled=False)
+    if getattr(args, "vocabulary", None) is not None:
+        terms = cfg.transcription.vocabulary + read_vocabulary(args.vocabulary)
+        cfg = cfg.replace("transcription", vocabulary=tuple(dict.fromkeys(terms)))
     return cfg
+
+
+def read_vocabulary(path: Path) -> tuple[str, ...]:
+    """Terms of a vocabulary file: one a line; blank lines and # comments skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise UserError(f"--vocabulary {path}: {why}") from None
+    terms = tuple(t for t in (ln.split("#", 1)[0].strip() for ln in text.splitlines()) if t)
+    if any(len(t) > 100 for t in terms):
+        raise UserError(f"--vocabulary {path}: a line is longer than 100 characters "
+                        "(one term a line)")
+    return terms
 
 
 def parse_fault(text: str) -> FaultSpec:

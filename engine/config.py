@@ -60,6 +60,8 @@ class TranscriptionConfig:
     repetition_penalty: float = field(default=1.0, metadata=_range(1.0, 2.0))
     word_timestamps: bool = True
     initial_prompt: str = ""
+    # names and jargon whisper should expect (hotwords); `--vocabulary FILE` adds to them
+    vocabulary: tuple[str, ...] = ()
     # cap on tokens per decode, per second of audio (0 = none): real speech stays far below
     # it, while a repetition loop is cut short instead of running to 448 tokens per try
     max_tokens_per_s: float = field(default=8.0, metadata=_range(0.0, 100.0))
@@ -240,6 +242,8 @@ def _build_section(name: str, cls: type, data: Any) -> Any:
             raise ConfigError(_unknown_key(name, key, sorted(fields)))
         if hints[key] == dict[str, int]:
             values[key] = _budgets(f"{name}.{key}", raw)
+        elif hints[key] == tuple[str, ...]:
+            values[key] = _terms(f"{name}.{key}", raw)
         else:
             values[key] = _coerce(f"{name}.{key}", raw, hints[key], fields[key].metadata)
     return cls(**values)
@@ -250,6 +254,16 @@ def _unknown_key(section: str, key: str, known: list[str]) -> str:
     if section == "limits" and key.endswith("_mb") and role in ROLES:
         return f"'limits.{key}' is now '{role}' in the table [limits.rss_mb]"
     return f"unknown key '{section}.{key}' (known keys: {', '.join(known)})"
+
+
+def _terms(key: str, data: Any) -> tuple[str, ...]:
+    """A list of short strings (vocabulary terms), stripped, empty ones dropped."""
+    if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
+        raise ConfigError(f"'{key}' must be a list of strings, e.g. [\"Fisichella\"]")
+    terms = tuple(t.strip() for t in data if t.strip())
+    if any(len(t) > 100 for t in terms):
+        raise ConfigError(f"'{key}': a term is longer than 100 characters")
+    return terms
 
 
 def _budgets(key: str, data: Any) -> dict[str, int]:

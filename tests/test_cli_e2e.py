@@ -12,8 +12,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+import soundfile as sf
 
 from engine.config import load_config
 from engine.export import from_json, render
@@ -265,3 +267,37 @@ def test_every_sentence_of_the_dialogue_has_words(dialogue: dict[str, object]) -
         assert len(heard) >= len(said) // 2, (sentence["text"], heard)
         assert edit_distance(said, heard) / len(said) <= 0.6, (sentence["text"], heard)
     assert not tr.gaps  # every stretch of this clip has words
+
+
+def test_a_vocabulary_fixes_a_name_and_adds_nothing_to_silence(
+        dialogue: dict[str, object], tmp_path: Path) -> None:
+    """`--vocabulary FILE` (one term a line) is passed to whisper as hotwords: a name base
+    gets wrong comes out right, and the terms do not appear in non-speech."""
+    vocab = ROOT / "tests/data/vocabulary_dlg.txt"
+    terms = [t for t in vocab.read_text().splitlines() if t and not t.startswith("#")]
+    name = normalize(terms[0])
+    without = normalize(" ".join(s.text for s in from_json(str(dialogue["json"])).spoken))
+    assert not set(name) <= set(without)  # what this test is about: base misses it
+    out = tmp_path / "v.json"
+    proc = run_cli("transcribe", str(clip_path("ptbr_dlg_mixed_4spk")), "--format", "json",
+                   "--vocabulary", str(vocab), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    tr = from_json(out.read_text())
+    assert set(name) <= set(normalize(" ".join(s.text for s in tr.spoken)))
+    assert _wer("ptbr_dlg_mixed_4spk", " ".join(s.text for s in tr.spoken)) <= \
+        _wer("ptbr_dlg_mixed_4spk", " ".join(s.text for s in from_json(
+            str(dialogue["json"])).spoken))
+    # 8 s of room noise: no words, with or without the terms
+    rng = np.random.default_rng(3)
+    quiet = tmp_path / "quiet.wav"
+    sf.write(str(quiet), (0.003 * rng.standard_normal(8 * 16000)).astype(np.float32), 16000)
+    proc = run_cli("transcribe", str(quiet), "--format", "json", "--no-diarization",
+                   "--vocabulary", str(vocab))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["segments"] == []
+
+
+def test_a_bad_vocabulary_file_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("transcribe", str(clip_path("ptbr_fleurs_000")), "--vocabulary",
+                   str(tmp_path / "none.txt"))
+    assert "--vocabulary" in assert_one_line_error(proc) and proc.returncode == 2

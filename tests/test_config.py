@@ -73,6 +73,8 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     ("[limits.rss_mb]\ntranslation = 500\n", "limits.rss_mb.translation"),
     ("[limits]\ntranscription_mb = 500\n", "[limits.rss_mb]"),
     ("[diarization]\nbackend = 'pyannote'\n", "diarization.backend"),
+    ("[transcription]\nvocabulary = 'Fisichella'\n", "transcription.vocabulary"),
+    ("[transcription]\nvocabulary = [1, 2]\n", "transcription.vocabulary"),
     ("[models]\nforbid = 'int4'\n", "models.forbid"),
     ("[models]\nforbid = 'fp32'\n", "models.forbid"),
     ("[models]\nquantize = 'yes'\n", "models.quantize"),

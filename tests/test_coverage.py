@@ -57,3 +57,17 @@ def test_a_gap_survives_a_session_on_disk(tmp_path: Path) -> None:
     sess = load_session(writer.meta_path)
     assert [s.gap for s in sess.segments] == [False, True]
     assert sess.segments[1].text == "[inaudible 5.8 s]"
+
+
+def test_a_word_across_a_turn_change_goes_to_the_speaker_covering_most_of_it() -> None:
+    """Each word takes the speaker whose turn covers most of it; a segment spanning the
+    change is split at the word boundary."""
+    words = (Word(0.0, 0.5, "eu"), Word(0.6, 1.0, "acho"), Word(1.1, 1.6, "que"),
+             Word(1.7, 2.5, "sim"), Word(2.6, 3.0, "claro"), Word(3.1, 3.5, "então"))
+    seg = Segment(0.0, 3.5, "eu acho que sim claro então", words, language="pt")
+    # the change falls inside "sim" (1.7-2.5), two thirds of it in B's turn
+    turns = [SpeakerTurn(0.0, 1.95, "A"), SpeakerTurn(1.95, 3.6, "B")]
+    out = assign_speakers([seg], turns)
+    assert [(s.speaker, s.text) for s in out] == [("A", "eu acho que"),
+                                                 ("B", "sim claro então")]
+    assert out[0].end <= out[1].start

@@ -100,7 +100,8 @@ class TranscrevApp(App[None]):
         super().__init__()
         self.config = config
         self.clock = clock
-        self.state = ConsoleState(language=config.transcription.language)
+        self.state = ConsoleState(language=config.transcription.language,
+                                  vocabulary=config.transcription.vocabulary)
         self.replay = replay
         self.record_at_start = record  # `transcrevai live`
         self.speed = speed  # 0: as fast as the engine goes

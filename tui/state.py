@@ -81,6 +81,7 @@ class ConsoleState:
     match_pos: int = -1
     session_paths: dict[int, str] = field(default_factory=dict)  # stream -> session metadata
     session_path: str = ""  # the shown session's metadata file (renames are stored there)
+    vocabulary: tuple[str, ...] = ()  # terms whisper is told to expect (status bar)
 
     def __post_init__(self) -> None:
         self.builder = TranscriptBuilder()

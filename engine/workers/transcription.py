@@ -341,6 +341,7 @@ class TranscriptionHandler(Handler):
             condition_on_previous_text=tc.condition_on_previous_text,
             repetition_penalty=tc.repetition_penalty,
             initial_prompt=" ".join(p for p in (tc.initial_prompt, prompt) if p) or None,
+            hotwords=", ".join(tc.vocabulary) or None,
             word_timestamps=(tc.word_timestamps and not (fast or live)
                              or live and lc.word_timestamps),
             max_new_tokens=(int(min(len(audio) / SAMPLE_RATE, 30.0) * tc.max_tokens_per_s) + 16

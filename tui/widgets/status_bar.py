@@ -43,6 +43,9 @@ class StatusBar(Static):
             parts.insert(1, level_meter(s.level_db) if s.recording else "")
             if s.overflows:
                 parts.append(f"{s.overflows} overflows")
+        if s.vocabulary:
+            shown = ", ".join(s.vocabulary[:3]) + ("…" if len(s.vocabulary) > 3 else "")
+            parts.append(f"vocab {len(s.vocabulary)}: {shown}")
         if s.query:
             pos = f"{s.match_pos + 1}/{len(s.matches)}" if s.matches else "0/0"
             parts.insert(0, f"/{s.query} {pos}")
