@@ -57,6 +57,7 @@ class TranscriptionHandler(Handler):
         self.temperatures = ([t] + [x / 10 for x in range(2, 11, 2) if x / 10 > t]
                              if self.tc.temperature_fallback else [t])
         self.live: dict[int, PhraseCutter] = {}
+        self.said: dict[int, str] = {}  # live: the end of what each stream committed
         self.live_vad: Any = None
         self.window_frames = FULL_WINDOW  # encoder input length for the next decode
         self.source: Any = None
@@ -174,6 +175,7 @@ class TranscriptionHandler(Handler):
                     return
                 yield from self._live_step(sid, st, 0.0, final=True)
                 self.live.pop(sid, None)
+                self.said.pop(sid, None)
                 self.table.finish(sid, st.start_sample)
                 yield TranscriptResult(sid, (), st.start_sample, st.start_sample, True, 0.0, 0.0)
             case AudioChunk():
@@ -232,6 +234,13 @@ class TranscriptionHandler(Handler):
             beam = 1 if lag > self.config.live.catch_up_lag_s else None
             segs = clean_segments(self._transcribe(audio, start / SAMPLE_RATE, st.language,
                                                    beam=beam, live=True))
+            speech_n = d.speech_end if d.speech_end is not None else len(audio)
+            if not segs and self.tc.recheck_min_s and \
+                    speech_n >= self.tc.recheck_min_s * SAMPLE_RATE:
+                segs = self._recheck_phrase(sid, audio, start, speech_n, st.language)
+            if segs:
+                self.said[sid] = (self.said.get(sid, "") + " " + " ".join(
+                    s.text for s in segs if not s.gap))[-PROMPT_CHARS:]
             if segs and d.speech_end is not None and not segs[-1].words:
                 # without word times whisper's last segment ends with the audio given to
                 # it; the VAD knows where speech stopped
@@ -243,6 +252,16 @@ class TranscriptionHandler(Handler):
         return TranscriptResult(sid, tuple(segs), start, st.start_sample, False,
                                 work_s=time.perf_counter() - t0,
                                 audio_s=len(audio) / SAMPLE_RATE)
+
+    def _recheck_phrase(self, sid: int, audio: np.ndarray, start: int, speech_n: int,
+                        language: str | None) -> list[Segment]:
+        """A live phrase with speech and no words: decoded again with the full window, the
+        full beam and what was said before as the prompt, or committed as a gap."""
+        found = clean_segments(self._transcribe(
+            audio, start / SAMPLE_RATE, language, prompt=self.said.get(sid) or None,
+            vad=False))
+        return found or [gap_segment(start / SAMPLE_RATE, (start + speech_n) / SAMPLE_RATE,
+                                     language or self.tc.language)]
 
     def _cut_point(self, st: StreamBuffer) -> int:
         """Where to end the next piece: the middle of the widest silence near the limit."""
