@@ -62,6 +62,8 @@ class LiveStream:
     stats: LiveStats = field(default_factory=LiveStats)
     journal: SessionWriter | None = None
     model: str = ""  # recorded with each committed segment
+    # (filter, text) the hallucination/repetition guards removed (benchmarks score it)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
     _unlabelled: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
     _labelled_upto: float = 0.0
     # committed segments labelled by the live turns, then by the refined ones
@@ -83,6 +85,7 @@ class LiveStream:
                 # capture starts pacing (a file) or recording (the mic) as it sends this
                 self.stats.t0 = self.stats.t0 or now
             case TranscriptResult() as r:
+                self.dropped += r.dropped
                 if r.segments:
                     self.partial = ""
                     if self.keep:

@@ -234,6 +234,8 @@ class TranscriptResult:
     final: bool
     work_s: float
     audio_s: float
+    # (filter, text) the hallucination/repetition guards removed from this piece
+    dropped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class FileResult:
     audio_s: float = 0.0
     error: str | None = None  # set when the file could not be (fully) transcribed
     work_s: dict[str, float] = field(default_factory=dict)
+    # (filter, text) the hallucination/repetition guards removed (benchmarks score it)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -297,6 +299,7 @@ class Runner:
                     for seg in fresh:
                         job.writer.segment(seg, self.models.get("transcription", ""))
                     self._report_session_failure(job.sid, job.writer)
+                job.result.dropped += ev.dropped
                 job.covered = max(job.covered, ev.upto_sample)
                 job.result.work_s["transcription"] = (job.result.work_s.get("transcription", 0)
                                                       + ev.work_s)

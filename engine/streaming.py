@@ -194,21 +194,30 @@ def collapse_repeats(text: str, min_repeats: int = 3, max_n: int = 6) -> str:
     return " ".join(words)
 
 
-def clean_segments(segments: Sequence[Segment]) -> list[Segment]:
-    """Drop what is most likely not speech; cut repetition loops of the rest."""
+def clean_segments(segments: Sequence[Segment],
+                   dropped: list[tuple[str, str]] | None = None) -> list[Segment]:
+    """Drop what is most likely not speech; cut repetition loops of the rest.
+
+    `dropped` collects (filter, text) of what each filter removed, so a benchmark can show
+    whether a filter eats real speech.
+    """
     out: list[Segment] = []
     for seg in segments:
         plain = _plain(seg.text)
         if not plain:
             continue
-        if seg.no_speech_prob > 0.6 and seg.avg_logprob < -0.7:
-            continue  # the model itself says it heard no speech and is unsure of the text
-        if seg.avg_logprob < -1.5:
-            continue
-        if any(c in plain for c in _CREDITS):
+        why = ("no_speech" if seg.no_speech_prob > 0.6 and seg.avg_logprob < -0.7
+               else "low_logprob" if seg.avg_logprob < -1.5
+               else "credits" if any(c in plain for c in _CREDITS) else None)
+        if why is not None:  # no_speech: the model says it heard none and is unsure
+            if dropped is not None:
+                dropped.append((why, seg.text))
             continue
         text = collapse_repeats(seg.text)
         if text != seg.text:
+            if dropped is not None:
+                cut = seg.text.split()[len(text.split()):]
+                dropped.append(("repeats", " ".join(cut)))
             kept = len(text.split())
             words = seg.words[:kept] if seg.words else seg.words
             end = words[-1].end if words else seg.end

@@ -136,3 +136,16 @@ def test_clean_segments_drops_credits_and_unsure_silence() -> None:
         _seg("???", logprob=-2.0),
     ])
     assert [s.text for s in kept] == ["Bom dia a todos."]
+
+
+def test_clean_segments_says_what_each_guard_removed() -> None:
+    """The bench scores what the guards remove against the reference: each removal is
+    reported with its guard."""
+    unsure = Segment(0.0, 1.0, "Obrigado.", (), None, -1.0, 0.9, "pt")
+    garbled = Segment(1.0, 2.0, "xyz qwe", (), None, -2.0, 0.1, "pt")
+    looped = Segment(2.0, 5.0, "é o que é o que é o que é o que", (), None, -0.2, 0.0, "pt")
+    dropped: list[tuple[str, str]] = []
+    kept = clean_segments([unsure, garbled, looped], dropped)
+    assert [s.text for s in kept] == ["é o que"]
+    assert dropped == [("no_speech", "Obrigado."), ("low_logprob", "xyz qwe"),
+                       ("repeats", "é o que é o que é o que")]

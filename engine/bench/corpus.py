@@ -6,10 +6,12 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from engine.config import PROJECT_ROOT
+from engine.scoring import normalize
 
 DEFAULT_CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
 
@@ -43,3 +45,29 @@ def is_en(clip_language_field: str) -> bool:
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:5.1f}"
+
+
+def guard_losses(dropped: list[tuple[str, str]], ref: list[str],
+                 hyp: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Words removed per guard, and those of them the reference has and the transcript
+    lacks (what the guard cost in deletions)."""
+    from collections import Counter
+
+    missing = Counter(ref) - Counter(hyp)
+    words: dict[str, int] = {}
+    eaten: dict[str, int] = {}
+    for guard, text in dropped:
+        tokens = normalize(text)
+        words[guard] = words.get(guard, 0) + len(tokens)
+        hit = Counter(tokens) & missing
+        missing -= hit
+        eaten[guard] = eaten.get(guard, 0) + sum(hit.values())
+    return words, eaten
+
+
+def sum_counts(dicts: Iterable[dict[str, int] | None]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in (d or {}).items():
+            out[k] = out.get(k, 0) + v
+    return out

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from engine.bench.corpus import clip_language, is_en, is_pt, load_corpus, pct
+from engine.bench import corpus as cb
 from engine.config import Config
 from engine.live import LiveStream
 from engine.runner import Runner
@@ -63,6 +63,9 @@ class LiveRow:
     diarization_failed: bool = False  # live turns wanted (reference turns, diarizer on): none
     offline_pass_failed: bool = False  # no offline pass at the end: DER after it scored empty
     error: str | None = None
+    # words each guard removed, and those of them the reference has and the text lacks
+    guard_words: dict[str, int] | None = None
+    guard_ref_words: dict[str, int] | None = None
 
 
 def _q(xs: list[float], q: float) -> float | None:
@@ -91,7 +94,7 @@ def _cpu_seconds(engine: Supervisor) -> float:
 def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
     """Play each clip live and print per-clip and pooled figures; 1 when a clip errored (its
     stream failed or its diarization gave nothing), so scripts see a broken run."""
-    loaded = load_corpus(args)
+    loaded = cb.load_corpus(args)
     if loaded is None:
         return 2
     corpus, clips = loaded
@@ -106,7 +109,7 @@ def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
         for clip in clips:
             runner.peak_rss_bytes = 0
             c0, w0 = _cpu_seconds(engine), time.perf_counter()
-            live = runner.run_live(str(corpus / clip["file"]), language=clip_language(clip))
+            live = runner.run_live(str(corpus / clip["file"]), language=cb.clip_language(clip))
             cpu_s, wall_s = _cpu_seconds(engine) - c0, time.perf_counter() - w0
             rows.append(_score(clip, corpus, live, diarize, metrics, runner.peak_rss_bytes,
                                cpu_s, wall_s))
@@ -129,7 +132,8 @@ def _score(clip: dict[str, Any], corpus: Path, live: LiveStream, diarize: bool,
     """One clip's row; its DER goes into its group's pooled metrics."""
     tr = live.transcript(live_labels=True)
     ref = normalize(clip["transcript"])
-    errors = edit_distance(ref, normalize(" ".join(s.text for s in tr.spoken)))
+    hyp = normalize(" ".join(s.text for s in tr.spoken))
+    errors = edit_distance(ref, hyp)
     der_l = der_r = None
     diar_failed = refine_failed = False
     found = len({t.speaker for t in live.turns}) if live.turns else None
@@ -152,7 +156,8 @@ def _score(clip: dict[str, Any], corpus: Path, live: LiveStream, diarize: bool,
         _q(st.commit_latency_s, 0.95), _q(st.label_delay_s, 0.5),
         _q(gaps, 0.5), st.commit_latency_s, st.label_delay_s, gaps,
         peak_rss / 2**20, st.overflows, round(cpu_s, 2), round(wall_s, 2), diar_failed,
-        refine_failed, live.error or ("diarization failed" if diar_failed else None))
+        refine_failed, live.error or ("diarization failed" if diar_failed else None),
+        *cb.guard_losses(live.dropped, ref, hyp))
 
 
 def _group(rows: list[LiveRow], metrics: tuple[Any, Any]) -> dict[str, Any]:
@@ -182,7 +187,7 @@ def _wer(rows: list[LiveRow]) -> float | None:
 def _pooled(rows: list[LiveRow], metrics: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     real = [r for r in rows if not r.synthetic]
     synthetic = [r for r in rows if r.synthetic]
-    pt = [r for r in real if is_pt(r.language)]
+    pt = [r for r in real if cb.is_pt(r.language)]
     lat = [x for r in real for x in r.latencies]
     delays = [x for r in real for x in r.label_delays]
     gaps = [x for r in real for x in r.partial_gaps]
@@ -190,7 +195,7 @@ def _pooled(rows: list[LiveRow], metrics: dict[str, tuple[Any, Any]]) -> dict[st
     return {
         "wer": _wer(pt),  # PT real clips
         "wer_pt_real_clips": len(pt),
-        "wer_en": _wer([r for r in real if is_en(r.language)]),  # EN real clips
+        "wer_en": _wer([r for r in real if cb.is_en(r.language)]),  # EN real clips
         "wer_synthetic": _wer(synthetic),
         "latency_p50_s": _q(lat, 0.5),
         "latency_p95_s": _q(lat, 0.95),
@@ -203,6 +208,8 @@ def _pooled(rows: list[LiveRow], metrics: dict[str, tuple[Any, Any]]) -> dict[st
         "real_clips": len(real),
         "synthetic": syn,  # the same figures over the synthetic clips only
         "errors": sum(1 for r in rows if r.error),
+        "guard_words": cb.sum_counts(r.guard_words for r in real),
+        "guard_reference_words": cb.sum_counts(r.guard_ref_words for r in real),
     }
 
 
@@ -218,19 +225,22 @@ def _print(rows: list[LiveRow], p: dict[str, Any]) -> None:
     for r in rows:
         spk = "-" if r.speakers_live is None else f"{r.speakers_live}/{r.speakers_ref}"
         name = r.id + (" *" if r.synthetic else "")
-        print(f"{name:28} {r.duration_s:6.1f} {pct(r.wer):>6} {pct(r.der_live):>7} "
-              f"{pct(r.der_refined):>6} {spk:>5} {_s(r.latency_p50_s):>6} "
+        print(f"{name:28} {r.duration_s:6.1f} {cb.pct(r.wer):>6} {cb.pct(r.der_live):>7} "
+              f"{cb.pct(r.der_refined):>6} {spk:>5} {_s(r.latency_p50_s):>6} "
               f"{_s(r.latency_p95_s):>6} {_s(r.label_delay_p50_s):>7} "
               f"{_s(r.partial_interval_s):>6} {r.peak_rss_mb:7.0f}"
               + (f"  ERROR {r.error}" if r.error else ""))
     print("-" * len(head))
     s = p["synthetic"]
-    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {pct(p['wer'])}%  "
-          f"WER en real {pct(p['wer_en'])}%  WER synthetic {pct(p['wer_synthetic'])}%")
+    print(f"pooled: WER pt real ({p['wer_pt_real_clips']} clips) {cb.pct(p['wer'])}%  "
+          f"WER en real {cb.pct(p['wer_en'])}%  WER synthetic {cb.pct(p['wer_synthetic'])}%")
     print(f"pooled: DER real clips ({p['der_clips']}, ±0.25 s collar) live "
-          f"{pct(p['der_live'])}%, after the offline pass {pct(p['der_refined'])}%; "
+          f"{cb.pct(p['der_live'])}%, after the offline pass {cb.pct(p['der_refined'])}%; "
           f"diarization failures {p['diarization_failures']}, offline pass missing "
           f"{p['offline_pass_failures']}")
+    guards = ", ".join(f"{g} {n} ({p['guard_reference_words'].get(g, 0)} of the reference)"
+                       for g, n in sorted(p["guard_words"].items())) or "none"
+    print(f"pooled (real clips): words removed by the guards: {guards}")
     print(f"pooled: phrase end -> committed p50 {_s(p['latency_p50_s'])} s, p95 "
           f"{_s(p['latency_p95_s'])} s over {p['phrases']} phrases of real clips; speaker "
           f"label delay p50 {_s(p['label_delay_p50_s'])} s; partial every "
@@ -241,7 +251,7 @@ def _print(rows: list[LiveRow], p: dict[str, Any]) -> None:
           f"{p['worker_peak_rss_mb']} MB")
     if s["clips"]:
         print(f"synthetic clips ({s['clips']}, {s['audio_s']} s audio): DER ({s['der_clips']}) "
-              f"live {pct(s['der_live'])}%, after the offline pass {pct(s['der_refined'])}%, "
+              f"live {cb.pct(s['der_live'])}%, after the offline pass {cb.pct(s['der_refined'])}%, "
               f"diarization failures {s['diarization_failures']}; peak RSS "
               f"{s['peak_rss_mb']} MB, CPU {s['cpu_percent']}%, overflows {s['overflows']}")
     print("* synthetic clip: only in the synthetic figures")

@@ -15,7 +15,15 @@ from typing import Any
 
 import psutil
 
-from engine.bench.corpus import clip_language, is_en, is_pt, load_corpus, pct
+from engine.bench.corpus import (
+    clip_language,
+    guard_losses,
+    is_en,
+    is_pt,
+    load_corpus,
+    pct,
+    sum_counts,
+)
 from engine.config import Config
 from engine.runner import Runner
 from engine.scoring import (
@@ -63,6 +71,10 @@ class ClipRow:
     baseline_errors: int | None = None
     baseline_sdi: tuple[int, int, int] | None = None
     baseline_ratio: float | None = None
+    # words each hallucination/repetition guard removed, and how many of them were words
+    # of the reference the transcript then lacked (a guard that eats speech shows here)
+    guard_words: dict[str, int] | None = None
+    guard_ref_words: dict[str, int] | None = None
 
 
 def run_bench(cfg: Config, args: argparse.Namespace) -> int:
@@ -122,6 +134,7 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
                 runner.peak_rss_bytes / 2**20, error, subs, dels, ins, len(tr.gaps),
                 round(sum(g.end - g.start for g in tr.gaps), 2),
                 _speech_without_words(stretches, tr), _wder(corpus, clip, tr)))
+            rows[-1].guard_words, rows[-1].guard_ref_words = guard_losses(res.dropped, ref, hyp)
         supervisor_cpu = (sum(me.cpu_times()[:2]) - cpu0) / max(1e-9, time.perf_counter() - wall0)
         workers = {w.role: w for w in engine.metrics().workers}
     if getattr(args, "baseline", False):
@@ -239,6 +252,8 @@ def _pooled(rows: list[ClipRow], pooled: dict[str, tuple[Any, Any]], load_s: flo
         "gap_s": round(sum(r.gap_s for r in real), 2),
         "speech_without_words_s": round(sum(r.speech_without_words_s or 0.0 for r in real), 2),
         "wder": sum(wders) / len(wders) if wders else None,  # mean over real clips with it
+        "guard_words": sum_counts(r.guard_words for r in real),
+        "guard_reference_words": sum_counts(r.guard_ref_words for r in real),
         "der": der,  # real clips with reference turns (PT and EN), ±0.25 s collar
         "der_c0": der_c0,
         "der_real_clips": sum(1 for r in rows if r.der is not None and not r.synthetic),
@@ -284,6 +299,9 @@ def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
           + f"  WER synthetic {pct(p['wer_synthetic'])}%  WER en {pct(p['wer_en'])}%")
     print(f"pooled (real clips): speech without words {p['speech_without_words_s']:.1f} s  "
           f"gaps marked {p['gaps']} ({p['gap_s']:.1f} s)  WDER {pct(p['wder'])}%")
+    guards = ", ".join(f"{g} {n} ({p['guard_reference_words'].get(g, 0)} of the reference)"
+                       for g, n in sorted(p["guard_words"].items())) or "none"
+    print(f"pooled (real clips): words removed by the guards: {guards}")
     print(f"pooled: DER real clips ({p['der_real_clips']}, ±0.25 s collar) {pct(p['der'])}%  "
           f"(no collar) {pct(p['der_c0'])}%  synthetic {pct(p['der_synthetic'])}% / "
           f"{pct(p['der_synthetic_c0'])}%  diarization failures {p['diarization_failures']}")

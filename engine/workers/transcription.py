@@ -58,6 +58,7 @@ class TranscriptionHandler(Handler):
                              if self.tc.temperature_fallback else [t])
         self.live: dict[int, PhraseCutter] = {}
         self.said: dict[int, str] = {}  # live: the end of what each stream committed
+        self._dropped: list[tuple[str, str]] = []  # what the guards removed, this decode
         self.live_vad: Any = None
         self.window_frames = FULL_WINDOW  # encoder input length for the next decode
         self.source: Any = None
@@ -230,10 +231,11 @@ class TranscriptionHandler(Handler):
             return PartialResult(sid, text, start, start + d.n)
         audio = st.take(d.n)
         segs = []
+        self._dropped = []
         if d.kind == "commit" and len(audio) >= SAMPLE_RATE // 10:
             beam = 1 if lag > self.config.live.catch_up_lag_s else None
             segs = clean_segments(self._transcribe(audio, start / SAMPLE_RATE, st.language,
-                                                   beam=beam, live=True))
+                                                   beam=beam, live=True), self._dropped)
             speech_n = d.speech_end if d.speech_end is not None else len(audio)
             if not segs and self.tc.recheck_min_s and \
                     speech_n >= self.tc.recheck_min_s * SAMPLE_RATE:
@@ -251,7 +253,8 @@ class TranscriptionHandler(Handler):
         self.table.published[sid] = st.start_sample
         return TranscriptResult(sid, tuple(segs), start, st.start_sample, False,
                                 work_s=time.perf_counter() - t0,
-                                audio_s=len(audio) / SAMPLE_RATE)
+                                audio_s=len(audio) / SAMPLE_RATE,
+                                dropped=tuple(self._dropped))
 
     def _recheck_phrase(self, sid: int, audio: np.ndarray, start: int, speech_n: int,
                         language: str | None) -> list[Segment]:
@@ -259,7 +262,7 @@ class TranscriptionHandler(Handler):
         full beam and what was said before as the prompt, or committed as a gap."""
         found = clean_segments(self._transcribe(
             audio, start / SAMPLE_RATE, language, prompt=self.said.get(sid) or None,
-            vad=False))
+            vad=False), self._dropped)
         return found or [gap_segment(start / SAMPLE_RATE, (start + speech_n) / SAMPLE_RATE,
                                      language or self.tc.language)]
 
@@ -287,6 +290,7 @@ class TranscriptionHandler(Handler):
         start = st.start_sample
         audio = st.take(n) if n else np.zeros(0, np.float32)
         t0 = time.perf_counter()
+        self._dropped = []
         segments = (self._transcribe(audio, offset_s, st.language)
                     if len(audio) >= SAMPLE_RATE // 10 else [])
         if self.tc.recheck_min_s and len(audio) >= SAMPLE_RATE // 2:
@@ -294,7 +298,8 @@ class TranscriptionHandler(Handler):
         self.table.published[sid] = st.start_sample
         return TranscriptResult(sid, tuple(segments), start, st.start_sample, final,
                                 work_s=time.perf_counter() - t0,
-                                audio_s=len(audio) / SAMPLE_RATE)
+                                audio_s=len(audio) / SAMPLE_RATE,
+                                dropped=tuple(self._dropped))
 
     def _cover(self, audio: np.ndarray, offset_s: float, segments: list[Segment],
                language: str | None) -> list[Segment]:
@@ -320,7 +325,7 @@ class TranscriptionHandler(Handler):
             piece = audio[int(lo * SAMPLE_RATE): int(hi * SAMPLE_RATE)]
             found = clean_segments(self._transcribe(
                 piece, offset_s + lo, language, prompt=before[-PROMPT_CHARS:] or None,
-                vad=False))
+                vad=False), self._dropped)
             kept = [s for s in found
                     if lo + offset_s - 0.05 <= (s.start + s.end) / 2 <= hi + offset_s + 0.05]
             added += kept or [gap_segment(offset_s + a, offset_s + b,
