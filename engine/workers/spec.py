@@ -49,8 +49,9 @@ class WorkerSpec:
 
 WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("capture", "engine.workers.capture", 256, consumes_audio=False),
-    # whisper base: int8 290-400 MB measured; float32 (run until int8 is validated) 507 MB
-    WorkerSpec("transcription", "engine.workers.transcription", 640, consumes_audio=True,
+    # whisper base: int8 290-420 MB measured; float32 (run until int8 is validated) up to
+    # 663 MB while decoding (three restarts over a 640 MB budget on a busy machine)
+    WorkerSpec("transcription", "engine.workers.transcription", 768, consumes_audio=True,
                result=TranscriptResult),
     WorkerSpec("diarization", "engine.workers.diarization", 512, consumes_audio=True,
                required=False, result=DiarizationResult, without="speakers are unknown"),
