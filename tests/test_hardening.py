@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ import soundfile as sf
 from tests.conftest import ROOT, clip_path, run_cli, skip_or_fail_in_ci
 
 TIME_BOUND_S = 120.0
-# peak RSS of a 12-minute file over a 3-minute one, MB (measured -1, +2, -1; see the test)
-LONG_FILE_MB_MAX = {"capture": 12.0, "transcription": 15.0, "diarization": 12.0}
+# peak RSS of a 12-minute file over a 3-minute one, MB (measured -4 to +1; see the test)
+LONG_FILE_MB_MAX = {"capture": 12.0, "diarization": 12.0}
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -386,6 +387,14 @@ def test_short_soak_has_no_memory_growth(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- long files
 @pytest.mark.timeout(1800)  # 13 minutes of audio through the whole engine
+def _most_ahead(most: list[float], ev: object) -> None:
+    """Keep the most audio (s) fed to the engine and not yet transcribed (its metrics)."""
+    from engine.messages import EngineMetrics
+
+    if isinstance(ev, EngineMetrics):
+        most[0] = max(most[0], ev.lag_s)
+
+
 def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
     """12 minutes (speech at the start, middle and end, room noise between) against 3 minutes
     with the same three stretches of speech (so the same decodes): every worker's peak memory
@@ -395,6 +404,7 @@ def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
     from engine.runner import Runner
     from engine.supervisor import Supervisor
 
+    cfg = load_config()
     speech, _ = sf.read(str(clip_path("ptbr_dlg_mixed_4spk")), dtype="float32")
     rng = np.random.default_rng(7)
 
@@ -410,9 +420,11 @@ def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
     write(short, 3)
     write(long, 12)
     peaks: dict[str, dict[str, float]] = {}
+    aheads: dict[str, float] = {}  # most audio (s) read ahead of what was transcribed
     for path in (short, long):
-        with Supervisor(load_config()) as engine:  # fresh workers: peaks of this file alone
-            runner = Runner(engine)
+        with Supervisor(cfg) as engine:  # fresh workers: peaks of this file alone
+            ahead = [0.0]
+            runner = Runner(engine, on_event=partial(_most_ahead, ahead))
             runner.wait_ready()
             runner.pump(1.0)  # the supervisor samples every worker's RSS at least once
             loaded = {w.role: w.rss_bytes for w in engine.metrics().workers}
@@ -425,8 +437,15 @@ def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
             # varies by ~35 MB between runs (measured), what a file adds should not
             peaks[path.stem] = {w.role: (w.peak_rss_bytes - loaded[w.role]) / 2**20
                                 for w in metrics.workers}
-    print(peaks)
-    # the long file's audio is 46 MB as float32 (34 MB more than the short one's): a worker
-    # that held it whole, or even half of it, would exceed these bounds
-    for role in ("capture", "transcription", "diarization"):
+            aheads[path.stem] = ahead[0]
+    print(peaks, aheads)
+    # the long file's audio is 46 MB as float32 (34 MB more than the short one's): capture or
+    # diarization holding it whole, or even half of it, would exceed these bounds
+    for role in ("capture", "diarization"):
         assert peaks["long"][role] - peaks["short"][role] < LONG_FILE_MB_MAX[role], (role, peaks)
+    # whisper's own peak varies by ~30 MB between runs of the same decodes (measured growth
+    # 134-166 MB on identical input), so transcription is held to what bounds the audio it
+    # holds: capture reads at most engine.max_read_ahead_s ahead of what is transcribed
+    # (unbounded, it would read the 12 minutes at disk speed: 700 s ahead)
+    limit = cfg.engine.max_read_ahead_s + 2 * cfg.engine.chunk_s
+    assert aheads["long"] <= limit, (aheads, limit)
