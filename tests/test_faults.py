@@ -125,9 +125,12 @@ def _alive(pids: list[int]) -> list[int]:
 
 def _realtime_cli(*extra: str) -> subprocess.Popen[str]:
     """`transcrevai transcribe --realtime EXTRA CLIP` as a separate process."""
+    # as a user's shell starts it: SIGINT at its default (a test run started in the
+    # background by a non-interactive shell ignores SIGINT, and children inherit that)
     return subprocess.Popen([sys.executable, "-m", "engine.cli", "transcribe", "--realtime",
                              *extra, str(clip_path(CLIP))], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_killing_the_cli_leaves_no_workers_behind() -> None:
