@@ -301,3 +301,15 @@ def test_a_bad_vocabulary_file_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("transcribe", str(clip_path("ptbr_fleurs_000")), "--vocabulary",
                    str(tmp_path / "none.txt"))
     assert "--vocabulary" in assert_one_line_error(proc) and proc.returncode == 2
+
+
+def test_bench_measures_a_vocabulary_against_none_and_on_non_speech() -> None:
+    proc = run_cli("bench", "--corpus", str(ROOT / "tests/data"), "--clips", "dlg",
+                   "--no-diarization", "--vocabulary",
+                   str(ROOT / "tests/data/vocabulary_dlg.txt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    pooled = json.loads(proc.stdout)["pooled"]
+    vocab = pooled["vocabulary"]
+    assert vocab["terms"] and vocab["wer_pt_without"] is not None
+    assert pooled["wer"] <= vocab["wer_pt_without"]  # the names help, on this clip
+    assert vocab["nonspeech_words_with"] == vocab["nonspeech_words_without"] == 0

@@ -25,6 +25,7 @@ from engine.bench.corpus import (
     sum_counts,
 )
 from engine.config import Config
+from engine.messages import SAMPLE_RATE
 from engine.runner import Runner
 from engine.scoring import (
     annotation,
@@ -75,6 +76,7 @@ class ClipRow:
     # of the reference the transcript then lacked (a guard that eats speech shows here)
     guard_words: dict[str, int] | None = None
     guard_ref_words: dict[str, int] | None = None
+    wer_without_vocabulary: float | None = None  # --vocabulary: the same clip without it
 
 
 def run_bench(cfg: Config, args: argparse.Namespace) -> int:
@@ -139,7 +141,12 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
         workers = {w.role: w for w in engine.metrics().workers}
     if getattr(args, "baseline", False):
         _run_baseline(cfg, corpus, clips, rows)
+    vocab = None
+    if getattr(args, "vocabulary", None) is not None and cfg.transcription.vocabulary:
+        vocab = _vocabulary_effect(cfg, corpus, clips, rows)
     report = _pooled(rows, pooled, load_s, runner.load_s)
+    if vocab is not None:
+        report["vocabulary"] = vocab
     report["supervisor_cpu_percent"] = round(100 * supervisor_cpu, 2)
     report["workers"] = {
         role: {"processing_ratio": None if w.processing_ratio is None
@@ -186,6 +193,52 @@ def _wder(corpus: Path, clip: dict[str, Any], tr: Transcript) -> float | None:
     hyp = [(t, w.speaker or seg.speaker or "") for seg in tr.spoken for w in seg.words
            for t in normalize(w.text)]
     return wder(ref, hyp)
+
+
+def _vocabulary_effect(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
+                       rows: list[ClipRow]) -> dict[str, Any]:
+    """The same clips again without the terms (same engine otherwise, no diarization: WER
+    only), and words inserted into non-speech (room noise, mains hum) with and without them:
+    a vocabulary must fix words, not leak into silence."""
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(11)
+    t = np.arange(20 * SAMPLE_RATE) / SAMPLE_RATE
+    noises = {"room noise": 0.003 * rng.standard_normal(t.size),
+              "hum": 0.05 * np.sin(2 * np.pi * 60 * t) + 0.001 * rng.standard_normal(t.size)}
+    out: dict[str, Any] = {"terms": list(cfg.transcription.vocabulary)}
+    with tempfile.TemporaryDirectory(prefix="transcrevai-vocab-") as tmp:
+        paths = []
+        for name, audio in noises.items():
+            path = Path(tmp) / f"{name.replace(' ', '_')}.wav"
+            sf.write(str(path), audio.astype(np.float32), SAMPLE_RATE)
+            paths.append(path)
+        for label, c in (("with", cfg), ("without", cfg.replace("transcription", vocabulary=()))):
+            c = c.replace("diarization", enabled=False)
+            with Supervisor(c, diarization=False) as engine:
+                runner = Runner(engine)
+                runner.wait_ready()
+                inserted = 0
+                for path in paths:
+                    tr = runner.transcribe(str(path)).transcript
+                    inserted += len(normalize(" ".join(s.text for s in tr.spoken)))
+                out[f"nonspeech_words_{label}"] = inserted
+                if label == "with":
+                    continue
+                for clip, row in zip(clips, rows, strict=True):
+                    tr = runner.transcribe(str(corpus / clip["file"]),
+                                           language=clip_language(clip)).transcript
+                    ref = normalize(clip["transcript"])
+                    row.wer_without_vocabulary = edit_distance(
+                        ref, normalize(" ".join(s.text for s in tr.spoken))) / max(1, len(ref))
+    pt_real = [r for r in rows if is_pt(r.language) and not r.synthetic]
+    words = sum(r.ref_words for r in pt_real)
+    out["wer_pt_without"] = (sum((r.wer_without_vocabulary or 0.0) * r.ref_words
+                                 for r in pt_real) / words) if words else None
+    return out
 
 
 def _run_baseline(cfg: Config, corpus: Path, clips: list[dict[str, Any]],
@@ -302,6 +355,11 @@ def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
     guards = ", ".join(f"{g} {n} ({p['guard_reference_words'].get(g, 0)} of the reference)"
                        for g, n in sorted(p["guard_words"].items())) or "none"
     print(f"pooled (real clips): words removed by the guards: {guards}")
+    if "vocabulary" in p:
+        v = p["vocabulary"]
+        print(f"vocabulary ({len(v['terms'])} terms): WER pt real {pct(p['wer'])}% with, "
+              f"{pct(v['wer_pt_without'])}% without; words in 40 s of non-speech "
+              f"{v['nonspeech_words_with']} with, {v['nonspeech_words_without']} without")
     print(f"pooled: DER real clips ({p['der_real_clips']}, ±0.25 s collar) {pct(p['der'])}%  "
           f"(no collar) {pct(p['der_c0'])}%  synthetic {pct(p['der_synthetic'])}% / "
           f"{pct(p['der_synthetic_c0'])}%  diarization failures {p['diarization_failures']}")
