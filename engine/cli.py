@@ -19,7 +19,7 @@ from engine.audio.paths import AudioFileError, check_file
 from engine.config import PROJECT_ROOT, Config, ConfigError, check_paths, load_config
 from engine.export import EXPORT_FORMATS, FORMATS, render
 from engine.fileio import PUBLIC, atomic_write_text
-from engine.messages import FAULT_KINDS, FaultSpec
+from engine.messages import FAULT_KINDS, FaultSpec, one_line
 from engine.runner import EngineFailure, FileResult, Runner
 from engine.sessions import SessionError
 from engine.supervisor import Supervisor
@@ -477,7 +477,7 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
     except Exception as exc:  # last resort: one line, details in the log
         log = _log_internal_error(cfg)
         where = f" (details in {log})" if log else ""
-        _err(f"internal error: {' '.join(str(exc).split()) or type(exc).__name__}{where}")
+        _err(f"internal error: {one_line(exc)}{where}")
         return EXIT_FAILURE
 
 

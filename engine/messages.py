@@ -368,6 +368,11 @@ class SessionOpened:
     meta_path: str
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a user (a message's text): no traceback, no newlines."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class EngineFailed:
     """In-process, from whoever drives the engine (the runner, the console's engine thread):

@@ -97,9 +97,11 @@ class Runner:
     def diarizing(self) -> bool:
         return "diarization" in self.engine.roles and "diarization" not in self._degraded
 
-    def _degraded_warnings(self) -> list[str]:
+    def _degraded_warnings(self, only: str | None = None) -> list[str]:
+        """What a transcript lacks while optional workers are down (`only`: that one)."""
         return [f"{role} unavailable ({why}); {SPECS[role].without}"
-                for role, why in self._degraded.items() if role in self.engine.roles]
+                for role, why in self._degraded.items()
+                if role in self.engine.roles and only in (None, role)]
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Block until every worker has loaded its model; returns seconds waited."""
@@ -266,8 +268,7 @@ class Runner:
                 if live is not None and role == "diarization":
                     live.diarized = True
                 if job is not None:
-                    job.result.transcript.warnings.append(
-                        f"{role} unavailable ({why}); {SPECS[role].without}")
+                    job.result.transcript.warnings += self._degraded_warnings(role)
             case WorkerStatus(role=role, state=WorkerState.FAILED, detail=why):
                 msg = why if role in why else f"{role} worker: {why}"
                 self._down[role] = msg

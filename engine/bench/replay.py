@@ -108,7 +108,10 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
             hyp = normalize(" ".join(s.text for s in tr.spoken))  # gaps are not words
             errors = edit_distance(ref, hyp)
             subs, dels, ins = error_counts(ref, hyp)
-            stretches = _reference_stretches(corpus, clip)
+            # the clip's references, read once: per-sentence segments, speaker turns
+            sentences = (json.loads((corpus / clip["segments_file"]).read_text())
+                         if clip.get("segments_file") else [])
+            ref_turns = read_rttm(corpus / clip["rttm"]) if clip.get("rttm") else []
             der = der_c0 = None
             found = None
             diar_failed = False
@@ -118,7 +121,7 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
                     # a clip whose diarization failed is scored with no speech found (all
                     # of its reference time missed), never left out of the pool
                     diar_failed = not tr.diarized
-                    ref_ann = annotation(read_rttm(corpus / clip["rttm"]), clip["id"])
+                    ref_ann = annotation(ref_turns, clip["id"])
                     hyp_ann = annotation(tr.turns if tr.diarized else [], clip["id"])
                     whole = uem(clip["duration_s"])
                     m, m0 = pooled["synthetic" if clip.get("synthetic") else "real"]
@@ -135,7 +138,10 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
                 None if d_work is None else d_work / audio,
                 runner.peak_rss_bytes / 2**20, error, subs, dels, ins, len(tr.gaps),
                 round(sum(g.end - g.start for g in tr.gaps), 2),
-                _speech_without_words(stretches, tr), _wder(corpus, clip, tr)))
+                _speech_without_words(
+                    [(float(x["start"]), float(x["end"])) for x in sentences]
+                    or [(t.start, t.end) for t in ref_turns], tr),
+                _wder(sentences, tr)))
             rows[-1].guard_words, rows[-1].guard_ref_words = guard_losses(res.dropped, ref, hyp)
         supervisor_cpu = (sum(me.cpu_times()[:2]) - cpu0) / max(1e-9, time.perf_counter() - wall0)
         workers = {w.role: w for w in engine.metrics().workers}
@@ -163,16 +169,6 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
-def _reference_stretches(corpus: Path, clip: dict[str, Any]) -> list[tuple[float, float]]:
-    """Where the reference says someone speaks: per-sentence segments, else RTTM turns."""
-    if clip.get("segments_file"):
-        return [(float(s["start"]), float(s["end"]))
-                for s in json.loads((corpus / clip["segments_file"]).read_text())]
-    if clip.get("rttm"):
-        return [(t.start, t.end) for t in read_rttm(corpus / clip["rttm"])]
-    return []
-
-
 def _speech_without_words(stretches: list[tuple[float, float]], tr: Transcript) -> float | None:
     """Reference speech no hypothesis word touches (the engine's own coverage rule, applied
     to the reference's times), not counting what the engine marked as a gap."""
@@ -184,12 +180,11 @@ def _speech_without_words(stretches: list[tuple[float, float]], tr: Transcript) 
     return round(sum(b - a for a, b in holes), 2)
 
 
-def _wder(corpus: Path, clip: dict[str, Any], tr: Transcript) -> float | None:
-    if not clip.get("segments_file") or not tr.diarized:
+def _wder(sentences: list[dict[str, Any]], tr: Transcript) -> float | None:
+    """WDER against per-sentence references (None without them, or without speakers)."""
+    if not sentences or not tr.diarized:
         return None
-    ref = [(w, str(s["speaker"])) for s in json.loads((corpus / clip["segments_file"])
-                                                       .read_text())
-           for w in normalize(s["text"])]
+    ref = [(w, str(s["speaker"])) for s in sentences for w in normalize(s["text"])]
     hyp = [(t, w.speaker or seg.speaker or "") for seg in tr.spoken for w in seg.words
            for t in normalize(w.text)]
     return wder(ref, hyp)

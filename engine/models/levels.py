@@ -198,7 +198,7 @@ def validate_missing(config: Config, cancel: threading.Event) -> ModelLevels | N
     was missing, or `cancel` was set) tells the supervisor whether to have them reload.
     Probes run in child processes at a low priority.
     """
-    from engine.messages import ModelLevels
+    from engine.messages import ModelLevels, one_line
     from engine.models.quantize import ChainCancelled
 
     t0 = time.monotonic()
@@ -211,8 +211,7 @@ def validate_missing(config: Config, cancel: threading.Event) -> ModelLevels | N
     except ChainCancelled:
         return None
     except Exception as exc:  # noqa: BLE001 - the app goes on at the reference level
-        why = " ".join(str(exc).split()) or type(exc).__name__
-        log.warning("quantization chain failed: %s", why)
-        return ModelLevels((), time.monotonic() - t0, why)
+        log.warning("quantization chain failed: %s", one_line(exc))
+        return ModelLevels((), time.monotonic() - t0, one_line(exc))
     log.info("quantization levels ready: %s", summary(results))
     return ModelLevels(tuple((r.model_kind, r.in_use) for r in results), time.monotonic() - t0)

@@ -35,6 +35,7 @@ from engine.messages import (
     WorkerInput,
     WorkerState,
     WorkerStatus,
+    one_line,
 )
 from engine.workers.spec import SPECS
 
@@ -67,12 +68,6 @@ class Handler:
 
 class InjectedFault(RuntimeError):
     """Raised inside a worker by the `raise` fault kind."""
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line for a user: the message without the traceback."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 class _Beat:
