@@ -68,6 +68,14 @@ class TranscriptionConfig:
     allow_download: bool = False
     # Audio is cut into pieces of about this length at silences before decoding.
     max_chunk_s: float = field(default=30.0, metadata=_range(5.0, 600.0))
+    # Decode units: within a piece, the VAD's speech regions (padded by unit_pad_ms) merged
+    # with their neighbours up to unit_max_s, each decoded on its own. Whisper base, given a
+    # 30 s window whole, skips sentences (most often where the voice changes); 0 = decode
+    # each piece whole with faster-whisper's own VAD (the plain path)
+    unit_max_s: float = field(default=8.0, metadata=_range(0.0, 30.0))
+    unit_pad_ms: int = field(default=200, metadata=_range(0, 2000))
+    # a unit's encoder input is its length plus this, not a fixed 30 s (0 = always 30 s)
+    unit_encoder_pad_s: float = field(default=15.0, metadata=_range(0.0, 30.0))
     # coverage: a stretch of speech (VAD, unpadded) this long or longer with no word in it
     # is decoded again on its own, the text before it as the prompt; what still gives no
     # words is marked "[inaudible N s]". 0 turns the check off

@@ -71,3 +71,20 @@ def test_a_word_across_a_turn_change_goes_to_the_speaker_covering_most_of_it() -
     assert [(s.speaker, s.text) for s in out] == [("A", "eu acho que"),
                                                  ("B", "sim claro então")]
     assert out[0].end <= out[1].start
+
+
+def test_decode_units_cut_in_pauses_and_stay_short() -> None:
+    from engine.workers.transcription import decode_units
+
+    sr = 16000
+    s = lambda a, b: (int(a * sr), int(b * sr))  # noqa: E731
+    speech = [s(1.0, 3.0), s(3.5, 6.0), s(6.2, 7.5), s(9.0, 19.0), s(25.0, 25.6)]
+    units = [(a / sr, b / sr) for a, b in decode_units(speech, 30 * sr, 8.0, 200)]
+    # the first three regions merge (0.8-7.6 s fits in 8 s); padding never crosses half a
+    # pause (3.0-3.5 s: each side keeps its 0.2 s); a region longer than a unit stays whole
+    # and alone; the silence between regions of different units is not decoded
+    assert units == [(0.8, 7.7), (8.8, 19.2), (24.8, 25.8)]
+    assert all(b <= 30 for _, b in units)
+    assert decode_units([], 30 * sr, 8.0, 200) == []
+    # no pad at all where two regions touch
+    assert decode_units([s(0, 2), s(2, 4)], 4 * sr, 3.0, 200) == [s(0, 2), s(2, 4)]

@@ -291,28 +291,41 @@ class TranscriptionHandler(Handler):
         audio = st.take(n) if n else np.zeros(0, np.float32)
         t0 = time.perf_counter()
         self._dropped = []
-        segments = (self._transcribe(audio, offset_s, st.language)
-                    if len(audio) >= SAMPLE_RATE // 10 else [])
+        segments: list[Segment] = []
+        regions: list[tuple[int, int]] | None = None
+        if len(audio) >= SAMPLE_RATE // 10:
+            if self.tc.unit_max_s:
+                regions = self._speech(audio)
+                for a, b in decode_units(regions, len(audio), self.tc.unit_max_s,
+                                         self.tc.unit_pad_ms):
+                    segments += self._transcribe(audio[a:b], offset_s + a / SAMPLE_RATE,
+                                                 st.language, vad=False,
+                                                 encoder_pad_s=self.tc.unit_encoder_pad_s)
+            else:
+                segments = self._transcribe(audio, offset_s, st.language)
         if self.tc.recheck_min_s and len(audio) >= SAMPLE_RATE // 2:
-            segments = self._cover(audio, offset_s, segments, st.language)
+            segments = self._cover(audio, offset_s, segments, st.language,
+                                   regions if regions is not None else self._speech(audio))
         self.table.published[sid] = st.start_sample
         return TranscriptResult(sid, tuple(segments), start, st.start_sample, final,
                                 work_s=time.perf_counter() - t0,
                                 audio_s=len(audio) / SAMPLE_RATE,
                                 dropped=tuple(self._dropped))
 
-    def _cover(self, audio: np.ndarray, offset_s: float, segments: list[Segment],
-               language: str | None) -> list[Segment]:
-        """No speech lost silently: every stretch of speech with no word in it is decoded
-        again on its own (whisper, decoding a 30 s window whole, can skip a sentence), with
-        the text before it as the prompt; what still gives no words becomes a gap."""
+    def _speech(self, audio: np.ndarray) -> list[tuple[int, int]]:
+        """The VAD's speech regions (samples, unpadded), none longer than a decode unit."""
         from faster_whisper.vad import get_speech_timestamps
 
-        v = self.config.vad
         vad = dataclasses.replace(self.vad_options, speech_pad_ms=0,
-                                  min_speech_duration_ms=v.min_speech_ms)
-        regions = [(d["start"] / SAMPLE_RATE, d["end"] / SAMPLE_RATE)
-                   for d in get_speech_timestamps(audio, vad)]
+                                  max_speech_duration_s=self.tc.unit_max_s or float("inf"))
+        return [(d["start"], d["end"]) for d in get_speech_timestamps(audio, vad)]
+
+    def _cover(self, audio: np.ndarray, offset_s: float, segments: list[Segment],
+               language: str | None, speech: list[tuple[int, int]]) -> list[Segment]:
+        """No speech lost silently: every stretch of speech with no word in it is decoded
+        again on its own (whisper can skip a sentence even in a short window), with the
+        text before it as the prompt; what still gives no words becomes a gap."""
+        regions = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speech]
         spans = sorted((w.start - offset_s, w.end - offset_s)
                        for seg in segments for w in (seg.words or (seg,)))
         holes = uncovered(regions, spans, WORD_REACH_S, self.tc.recheck_min_s)
@@ -335,9 +348,11 @@ class TranscriptionHandler(Handler):
     def _transcribe(self, audio: np.ndarray, offset_s: float, language: str | None,
                     fast: bool = False, beam: int | None = None,
                     live: bool = False, prompt: str | None = None,
-                    vad: bool | None = None) -> list[Segment]:
+                    vad: bool | None = None,
+                    encoder_pad_s: float | None = None) -> list[Segment]:
         """Decode one piece. fast: the live partial line (beam 1, no word times, no
-        fallback); live: a committed phrase (its own beam, short encoder window)."""
+        fallback); live: a committed phrase (its own beam, short encoder window);
+        encoder_pad_s: a file's decode unit, its encoder input cut to its length + this."""
         import ctranslate2
 
         # temperature fallback samples: seed by position so a piece decoded again after a
@@ -355,6 +370,11 @@ class TranscriptionHandler(Handler):
             need = (len(audio) / SAMPLE_RATE + pad) * 100
             self.window_frames = (min(FULL_WINDOW, int(np.ceil(need / 10)) * 10)
                                   if pad > 0 else FULL_WINDOW)
+        elif encoder_pad_s:
+            beam = tc.beam_size
+            # whole seconds: few distinct encoder shapes over a long file
+            need_s = np.ceil(len(audio) / SAMPLE_RATE + encoder_pad_s)
+            self.window_frames = min(FULL_WINDOW, int(need_s) * 100)
         else:
             beam = tc.beam_size
             self.window_frames = FULL_WINDOW
@@ -387,6 +407,25 @@ class TranscriptionHandler(Handler):
                                words, None, float(s.avg_logprob), float(s.no_speech_prob),
                                info.language))
         return out
+
+
+def decode_units(speech: list[tuple[int, int]], n: int, max_s: float,
+                 pad_ms: int) -> list[tuple[int, int]]:
+    """Decode units (samples) of a piece of n samples: each speech region padded by pad_ms
+    (never past half the pause to its neighbour), then merged with the next while the unit
+    stays within max_s. Cutting in pauses keeps most units to one voice, and short units
+    keep whisper from skipping a sentence; audio outside every region is not decoded."""
+    pad = pad_ms * SAMPLE_RATE // 1000
+    limit = int(max_s * SAMPLE_RATE)
+    units: list[tuple[int, int]] = []
+    for i, (a, b) in enumerate(speech):
+        lo = max(0, a - pad, (speech[i - 1][1] + a) // 2 if i else 0)
+        hi = min(n, b + pad, (b + speech[i + 1][0]) // 2 if i + 1 < len(speech) else n)
+        if units and hi - units[-1][0] <= limit:
+            units[-1] = (units[-1][0], hi)
+        else:
+            units.append((lo, hi))
+    return units
 
 
 def _ms(t: float) -> float:
