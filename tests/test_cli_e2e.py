@@ -297,6 +297,34 @@ def test_a_vocabulary_fixes_a_name_and_adds_nothing_to_silence(
     assert json.loads(proc.stdout)["segments"] == []
 
 
+def test_babble_that_looks_like_speech_is_reported_as_a_gap(tmp_path: Path) -> None:
+    """A crowd (sixteen voices at once): the VAD calls it speech, whisper gives no words even
+    decoded again on its own (measured at int8 and float32), so the transcript marks it
+    "[inaudible N s]" instead of passing over it in silence. The sentence before it keeps
+    its words."""
+    speech, sr = sf.read(str(clip_path("ptbr_fleurs_000")), dtype="float32")
+    voices, _ = sf.read(str(clip_path("ptbr_dlg_mixed_4spk")), dtype="float32")
+    rng = np.random.default_rng(2)
+    crowd_audio = sum(np.roll(voices, int(rng.integers(len(voices)))) for _ in range(16))
+    crowd_audio = (0.3 * crowd_audio / np.abs(crowd_audio).max())[: 12 * sr]
+    wav = tmp_path / "sentence_then_crowd.wav"
+    pause = np.zeros(sr, np.float32)
+    sf.write(str(wav), np.concatenate([speech, pause, crowd_audio, pause]), sr)
+    crowd = (len(speech) + sr) / sr, (len(speech) + sr + len(crowd_audio)) / sr
+    out = tmp_path / "t.json"
+    proc = run_cli("transcribe", str(wav), "--format", "json", "--no-diarization",
+                   "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    tr = from_json(out.read_text())
+    assert _wer("ptbr_fleurs_000", " ".join(
+        s.text for s in tr.spoken if s.end <= crowd[0] + 0.5)) <= 0.3
+    gaps = json.loads(out.read_text())["gaps"]
+    assert gaps and all(crowd[0] - 0.5 <= g["start"] < g["end"] <= crowd[1] + 0.5
+                        for g in gaps), gaps
+    assert sum(g["end"] - g["start"] for g in gaps) >= 0.5 * (crowd[1] - crowd[0]), gaps
+    assert "[inaudible" in render(tr, "txt")
+
+
 def test_a_bad_vocabulary_file_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("transcribe", str(clip_path("ptbr_fleurs_000")), "--vocabulary",
                    str(tmp_path / "none.txt"))

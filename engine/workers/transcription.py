@@ -298,9 +298,9 @@ class TranscriptionHandler(Handler):
                 regions = self._speech(audio)
                 for a, b in decode_units(regions, len(audio), self.tc.unit_max_s,
                                          self.tc.unit_pad_ms):
-                    segments += self._transcribe(audio[a:b], offset_s + a / SAMPLE_RATE,
-                                                 st.language, vad=False,
-                                                 encoder_pad_s=self.tc.unit_encoder_pad_s)
+                    segments += clean_segments(self._transcribe(
+                        audio[a:b], offset_s + a / SAMPLE_RATE, st.language, vad=False,
+                        encoder_pad_s=self.tc.unit_encoder_pad_s), self._dropped)
             else:
                 segments = self._transcribe(audio, offset_s, st.language)
         if self.tc.recheck_min_s and len(audio) >= SAMPLE_RATE // 2:
@@ -325,7 +325,12 @@ class TranscriptionHandler(Handler):
         """No speech lost silently: every stretch of speech with no word in it is decoded
         again on its own (whisper can skip a sentence even in a short window), with the
         text before it as the prompt; what still gives no words becomes a gap."""
-        regions = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speech]
+        regions: list[tuple[float, float]] = []
+        for first, last in speech:  # rejoin what the unit length split: one stretch, one gap
+            if regions and first / SAMPLE_RATE - regions[-1][1] < 0.1:
+                regions[-1] = (regions[-1][0], last / SAMPLE_RATE)
+            else:
+                regions.append((first / SAMPLE_RATE, last / SAMPLE_RATE))
         spans = sorted((w.start - offset_s, w.end - offset_s)
                        for seg in segments for w in (seg.words or (seg,)))
         holes = uncovered(regions, spans, WORD_REACH_S, self.tc.recheck_min_s)
