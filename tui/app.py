@@ -14,6 +14,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer
 
@@ -195,9 +196,15 @@ class TranscrevApp(App[None]):
                 pass
 
     def refresh_gauges(self) -> None:
+        """On a timer, which can fire once more while the app shuts down and its widgets
+        are already gone (seen as a rare NoMatches at the end of a pilot test)."""
         now = self.clock()
-        self.query_one("#status", StatusBar).sync(now)
-        gauges = self.query_one("#gauges", Gauges)
+        try:
+            status = self.query_one("#status", StatusBar)
+            gauges = self.query_one("#gauges", Gauges)
+        except NoMatches:
+            return
+        status.sync(now)
         if gauges.display:
             gauges.sync(now)
 
