@@ -74,6 +74,9 @@ class TranscriptionConfig:
     # each piece whole with faster-whisper's own VAD (the plain path)
     unit_max_s: float = field(default=8.0, metadata=_range(0.0, 30.0))
     unit_pad_ms: int = field(default=200, metadata=_range(0, 2000))
+    # never merge across a pause where the voice changes (the segmentation model, run on a
+    # window around the pause, says who talks on each side); false = pauses alone
+    unit_voice_cuts: bool = True
     # a unit's encoder input is its length plus this, not a fixed 30 s (0 = always 30 s)
     unit_encoder_pad_s: float = field(default=15.0, metadata=_range(0.0, 30.0))
     # coverage: a stretch of speech (VAD, unpadded) this long or longer with no word in it

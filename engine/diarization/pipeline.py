@@ -165,6 +165,51 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+class VoiceChanges:
+    """Whether the voice changes across a pause, from segmentation alone (no embeddings).
+
+    The transcription worker merges speech into decode units at pauses and must not merge
+    two voices; the diarization worker's turns are not there yet when a piece is decoded
+    (the workers run side by side). Within one window the model's local speaker labels are
+    comparable, so a window centred on the pause tells whether the speaker talking alone
+    most just before it is the one just after. Depends on the audio only, so a restarted
+    worker cuts the same units. One window per run: a batch of 8 grew the transcription
+    worker by ~160 MB (SincNet's first layer output for 8 x 10 s).
+    """
+
+    def __init__(self, segmentation_path: Path, side_s: float = 2.0, min_s: float = 0.3,
+                 window_s: float = 10.0, batch: int = 1) -> None:
+        self._seg = _session(Path(segmentation_path), 1)
+        self._seg_in = self._seg.get_inputs()[0].name
+        self.window = int(round(window_s * SAMPLE_RATE))
+        self.frames = (self.window - SEG_FIELD) // SEG_STEP + 1
+        self.side = int(round(side_s * SAMPLE_RATE / SEG_STEP))
+        self.min_frames = int(round(min_s * SAMPLE_RATE / SEG_STEP))
+        self.batch = batch
+
+    def __call__(self, audio: np.ndarray, pauses: list[int]) -> list[bool]:
+        """For each pause (a sample index of `audio`): does another voice speak after it?"""
+        out: list[bool] = []
+        for b0 in range(0, len(pauses), self.batch):
+            block = pauses[b0 : b0 + self.batch]
+            x = np.zeros((len(block), 1, self.window), dtype=np.float32)
+            starts = [p - self.window // 2 for p in block]
+            for i, s in enumerate(starts):
+                chunk = audio[max(0, s) : s + self.window]
+                x[i, 0, max(0, -s) : max(0, -s) + chunk.shape[0]] = chunk
+            log_probs = self._seg.run(None, {self._seg_in: x})[0]
+            act = _POWERSET[np.argmax(log_probs[:, : self.frames], axis=-1)]
+            alone = act * (act.sum(axis=-1, keepdims=True) == 1)
+            for i, (p, s) in enumerate(zip(block, starts, strict=True)):
+                f = int(round((p - s - SEG_CENTER) / SEG_STEP))
+                before = alone[i, max(0, f - self.side) : f].sum(axis=0)
+                after = alone[i, f + 1 : f + 1 + self.side].sum(axis=0)
+                out.append(bool(before.max() >= self.min_frames
+                                and after.max() >= self.min_frames
+                                and before.argmax() != after.argmax()))
+        return out
+
+
 class Diarizer:
     """Callable offline diarizer; construct once (loads both models), call per recording."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ FULL_WINDOW = 3000  # mel frames whisper's encoder is trained on (30 s)
 WORD_REACH_S = 0.3  # speech this close to a word belongs to it (word times are rough)
 RECHECK_PAD_S = 0.3  # context on each side of a stretch decoded again
 PROMPT_CHARS = 200  # of the text before a stretch, given as the prompt
+UNIT_PAUSE_MS = 200  # decode units may end at pauses this long (500 measured the same WER)
 
 
 class TranscriptionHandler(Handler):
@@ -64,6 +65,7 @@ class TranscriptionHandler(Handler):
         self.source: Any = None
         self.level = ""
         self.model_desc = ""
+        self.voices: Any = None  # VoiceChanges: is it another voice after a pause?
 
     def load(self) -> str:
         from faster_whisper.vad import VadOptions
@@ -81,6 +83,15 @@ class TranscriptionHandler(Handler):
                                    min_silence_duration_ms=self.config.live.end_silence_ms,
                                    speech_pad_ms=100, min_speech_duration_ms=v.min_speech_ms)
         self._patch_encoder_window()
+        self.voices = None
+        if self.tc.unit_max_s and self.tc.unit_voice_cuts:
+            from engine.diarization.pipeline import VoiceChanges
+            from engine.models.registry import diarization_paths
+
+            try:
+                self.voices = VoiceChanges(diarization_paths(self.config.paths.models_dir)[0])
+            except ModelError:
+                pass  # no segmentation model: units are cut at pauses alone
         return self.model_desc
 
     def _load_level(self) -> None:
@@ -296,8 +307,11 @@ class TranscriptionHandler(Handler):
         if len(audio) >= SAMPLE_RATE // 10:
             if self.tc.unit_max_s:
                 regions = self._speech(audio)
+                pauses = [(b + a) // 2 for (_, b), (a, _) in zip(regions, regions[1:],
+                                                                  strict=False)]
+                new_voice = self.voices(audio, pauses) if self.voices and pauses else []
                 for a, b in decode_units(regions, len(audio), self.tc.unit_max_s,
-                                         self.tc.unit_pad_ms):
+                                         self.tc.unit_pad_ms, new_voice):
                     segments += clean_segments(self._transcribe(
                         audio[a:b], offset_s + a / SAMPLE_RATE, st.language, vad=False,
                         encoder_pad_s=self.tc.unit_encoder_pad_s), self._dropped)
@@ -313,10 +327,13 @@ class TranscriptionHandler(Handler):
                                 dropped=tuple(self._dropped))
 
     def _speech(self, audio: np.ndarray) -> list[tuple[int, int]]:
-        """The VAD's speech regions (samples, unpadded), none longer than a decode unit."""
+        """The VAD's speech regions (samples, unpadded), none longer than a decode unit,
+        split at pauses of UNIT_PAUSE_MS: turns often change in shorter pauses than the
+        VAD's own minimum silence."""
         from faster_whisper.vad import get_speech_timestamps
 
         vad = dataclasses.replace(self.vad_options, speech_pad_ms=0,
+                                  min_silence_duration_ms=UNIT_PAUSE_MS,
                                   max_speech_duration_s=self.tc.unit_max_s or float("inf"))
         return [(d["start"], d["end"]) for d in get_speech_timestamps(audio, vad)]
 
@@ -326,8 +343,9 @@ class TranscriptionHandler(Handler):
         again on its own (whisper can skip a sentence even in a short window), with the
         text before it as the prompt; what still gives no words becomes a gap."""
         regions: list[tuple[float, float]] = []
-        for first, last in speech:  # rejoin what the unit length split: one stretch, one gap
-            if regions and first / SAMPLE_RATE - regions[-1][1] < 0.1:
+        joined = self.config.vad.min_silence_ms / 1000
+        for first, last in speech:  # rejoin what the unit cuts split: one stretch, one gap
+            if regions and first / SAMPLE_RATE - regions[-1][1] < joined:
                 regions[-1] = (regions[-1][0], last / SAMPLE_RATE)
             else:
                 regions.append((first / SAMPLE_RATE, last / SAMPLE_RATE))
@@ -415,18 +433,20 @@ class TranscriptionHandler(Handler):
 
 
 def decode_units(speech: list[tuple[int, int]], n: int, max_s: float,
-                 pad_ms: int) -> list[tuple[int, int]]:
+                 pad_ms: int, new_voice: Sequence[bool] = ()) -> list[tuple[int, int]]:
     """Decode units (samples) of a piece of n samples: each speech region padded by pad_ms
     (never past half the pause to its neighbour), then merged with the next while the unit
-    stays within max_s. Cutting in pauses keeps most units to one voice, and short units
-    keep whisper from skipping a sentence; audio outside every region is not decoded."""
+    stays within max_s and the voice does not change (`new_voice[i - 1]`: region i is
+    another voice than region i - 1). Short units keep whisper from skipping a sentence;
+    audio outside every region is not decoded."""
     pad = pad_ms * SAMPLE_RATE // 1000
     limit = int(max_s * SAMPLE_RATE)
     units: list[tuple[int, int]] = []
     for i, (a, b) in enumerate(speech):
         lo = max(0, a - pad, (speech[i - 1][1] + a) // 2 if i else 0)
         hi = min(n, b + pad, (b + speech[i + 1][0]) // 2 if i + 1 < len(speech) else n)
-        if units and hi - units[-1][0] <= limit:
+        if units and hi - units[-1][0] <= limit and not (
+                i - 1 < len(new_voice) and new_voice[i - 1]):
             units[-1] = (units[-1][0], hi)
         else:
             units.append((lo, hi))
