@@ -92,6 +92,8 @@ class TranscriptionHandler(Handler):
                 self.voices = VoiceChanges(diarization_paths(self.config.paths.models_dir)[0])
             except ModelError:
                 pass  # no segmentation model: units are cut at pauses alone
+            else:  # its buffers now, not mid-session (a soak saw the peak rise by 25 MB)
+                self.voices(np.zeros(SAMPLE_RATE, np.float32), [SAMPLE_RATE // 2])
         return self.model_desc
 
     def _load_level(self) -> None:
@@ -395,8 +397,9 @@ class TranscriptionHandler(Handler):
                                   if pad > 0 else FULL_WINDOW)
         elif encoder_pad_s:
             beam = tc.beam_size
-            # whole seconds: few distinct encoder shapes over a long file
-            need_s = np.ceil(len(audio) / SAMPLE_RATE + encoder_pad_s)
+            # 5 s steps: four encoder shapes in all (whole seconds gave ten, and a long
+            # session's peak memory rose each time a new one first came)
+            need_s = 5 * np.ceil((len(audio) / SAMPLE_RATE + encoder_pad_s) / 5)
             self.window_frames = min(FULL_WINDOW, int(need_s) * 100)
         else:
             beam = tc.beam_size
