@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rebuild", action="store_true",
                    help="forget cached validations and run every chain again")
 
+    d = sub.add_parser("doctor", help="check everything a first run needs (models, sound, "
+                       "terminal, disk)")
+    d.add_argument("--json", action="store_true", help="print JSON instead of a list")
+
     b = sub.add_parser("bench", help="measure WER, DER and speed on a corpus")
     b.add_argument("--corpus", type=Path, help="folder with manifest.json "
                    "(default: ../shared/corpus beside the project)")
@@ -393,6 +397,24 @@ def cmd_models(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Run every first-run check; exit 1 when one of them blocks transcription.
+
+    Takes no Config: a config that does not load is the first check's failure, not a usage
+    error, and the checks that do not need it still run."""
+    import json
+
+    from engine.doctor import blocking, format_report, run_checks, to_json
+
+    checks = run_checks(args.config)
+    if args.json:
+        print(json.dumps(to_json(checks), indent=2, ensure_ascii=False))
+    else:
+        print(format_report(checks, sys.stdout.encoding), end="")
+    sys.stdout.flush()
+    return EXIT_FAILURE if blocking(checks) else EXIT_OK
+
+
 def prepare_levels(cfg: Config) -> None:
     """Benchmarks measure the validated levels, so the chain runs first (cached after)."""
     from engine.models import levels
@@ -443,6 +465,8 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
     args = parser.parse_args(argv)
     cfg: Config | None = None
     try:
+        if args.command == "doctor":
+            return cmd_doctor(args)
         cfg = _apply_overrides(load_config(args.config), args)
         check_paths(cfg)
         setup_logging(cfg)
