@@ -32,14 +32,20 @@ def _no_models_config(tmp_path: Path) -> Path:
     return cfg
 
 
-def test_doctor_json_on_project_config() -> None:
-    proc = run_cli("doctor", "--json", timeout=120)
+def _doctor(*config: str, code: int) -> dict[str, dict[str, str]]:
+    """`doctor --json` run as a user would: its exit code, no traceback, every check."""
+    proc = run_cli(*config, "doctor", "--json", timeout=120)
     assert "Traceback" not in proc.stderr
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == code, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["blocking"] is False
+    assert doc["blocking"] is (code != 0)
     checks = _by_name(doc)
     assert list(checks) == list(NAMES)
+    return checks
+
+
+def test_doctor_json_on_project_config() -> None:
+    checks = _doctor(code=0)
     for c in checks.values():
         assert set(c) == {"name", "status", "detail", "fix"}
         assert c["status"] in {"ok", "warn", "fail"}
@@ -58,13 +64,7 @@ def test_doctor_json_on_project_config() -> None:
 
 def test_doctor_missing_models_blocks(tmp_path: Path) -> None:
     cfg = _no_models_config(tmp_path)
-    proc = run_cli("--config", str(cfg), "doctor", "--json", timeout=120)
-    assert "Traceback" not in proc.stderr
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    doc = json.loads(proc.stdout)
-    assert doc["blocking"] is True
-    checks = _by_name(doc)
-    assert list(checks) == list(NAMES)
+    checks = _doctor("--config", str(cfg), code=1)
     assert checks["config"]["status"] == "ok"
     whisper = checks["whisper model"]
     # the packages are installed, so the first run would join the files: a warning
