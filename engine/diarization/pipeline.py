@@ -178,35 +178,32 @@ class VoiceChanges:
     """
 
     def __init__(self, segmentation_path: Path, side_s: float = 2.0, min_s: float = 0.3,
-                 window_s: float = 10.0, batch: int = 1) -> None:
+                 window_s: float = 10.0) -> None:
         self._seg = _session(Path(segmentation_path), 1)
         self._seg_in = self._seg.get_inputs()[0].name
         self.window = int(round(window_s * SAMPLE_RATE))
         self.frames = (self.window - SEG_FIELD) // SEG_STEP + 1
         self.side = int(round(side_s * SAMPLE_RATE / SEG_STEP))
         self.min_frames = int(round(min_s * SAMPLE_RATE / SEG_STEP))
-        self.batch = batch
 
     def __call__(self, audio: np.ndarray, pauses: list[int]) -> list[bool]:
         """For each pause (a sample index of `audio`): does another voice speak after it?"""
         out: list[bool] = []
-        for b0 in range(0, len(pauses), self.batch):
-            block = pauses[b0 : b0 + self.batch]
-            x = np.zeros((len(block), 1, self.window), dtype=np.float32)
-            starts = [p - self.window // 2 for p in block]
-            for i, s in enumerate(starts):
-                chunk = audio[max(0, s) : s + self.window]
-                x[i, 0, max(0, -s) : max(0, -s) + chunk.shape[0]] = chunk
+        x = np.zeros((1, 1, self.window), dtype=np.float32)
+        for p in pauses:
+            s = p - self.window // 2
+            chunk = audio[max(0, s) : s + self.window]
+            x[:] = 0.0
+            x[0, 0, max(0, -s) : max(0, -s) + chunk.shape[0]] = chunk
             log_probs = self._seg.run(None, {self._seg_in: x})[0]
-            act = _POWERSET[np.argmax(log_probs[:, : self.frames], axis=-1)]
+            act = _POWERSET[np.argmax(log_probs[0, : self.frames], axis=-1)]
             alone = act * (act.sum(axis=-1, keepdims=True) == 1)
-            for i, (p, s) in enumerate(zip(block, starts, strict=True)):
-                f = int(round((p - s - SEG_CENTER) / SEG_STEP))
-                before = alone[i, max(0, f - self.side) : f].sum(axis=0)
-                after = alone[i, f + 1 : f + 1 + self.side].sum(axis=0)
-                out.append(bool(before.max() >= self.min_frames
-                                and after.max() >= self.min_frames
-                                and before.argmax() != after.argmax()))
+            f = int(round((p - s - SEG_CENTER) / SEG_STEP))
+            before = alone[max(0, f - self.side) : f].sum(axis=0)
+            after = alone[f + 1 : f + 1 + self.side].sum(axis=0)
+            out.append(bool(before.max() >= self.min_frames
+                            and after.max() >= self.min_frames
+                            and before.argmax() != after.argmax()))
         return out
 
 

@@ -83,7 +83,6 @@ class TranscriptionHandler(Handler):
                                    min_silence_duration_ms=self.config.live.end_silence_ms,
                                    speech_pad_ms=100, min_speech_duration_ms=v.min_speech_ms)
         self._patch_encoder_window()
-        self.voices = None
         if self.tc.unit_max_s and self.tc.unit_voice_cuts:
             from engine.diarization.pipeline import VoiceChanges
             from engine.models.registry import diarization_paths
