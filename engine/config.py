@@ -119,6 +119,9 @@ class EngineConfig:
     chunk_s: float = field(default=1.0, metadata=_range(0.05, 10.0))
     heartbeat_interval: float = field(default=1.0, metadata=_range(0.05, 60.0))
     heartbeat_timeout: float = field(default=5.0, metadata=_range(0.2, 600.0))
+    # a silent worker whose CPU time still advances (a long native call holding the GIL, or
+    # a niced worker starved by a busy machine) is killed only after this long
+    busy_grace_s: float = field(default=30.0, metadata=_range(0.2, 3600.0))
     startup_timeout: float = field(default=120.0, metadata=_range(1.0, 3600.0))
     # workers run below the supervisor/console's priority so keys and heartbeats stay prompt
     worker_nice: int = field(default=5, metadata=_range(0, 19))

@@ -59,6 +59,20 @@ from engine.workers.spec import SPECS, WORKERS, Acknowledging
 log = logging.getLogger("transcrevai.engine")
 
 
+BUSY_CPU_S = 0.05  # CPU a silent worker must use per heartbeat_timeout to count as busy
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    """A process's CPU time (user + system, s), or None when it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(t.user + t.system)
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -85,6 +99,9 @@ class _Slot:
     last_beat: float = 0.0
     rss: int = 0
     peak_rss: int = 0
+    settled_rss: int = 0  # worker's RSS after it last returned freed heap (its heartbeat)
+    cpu_s: float | None = None  # its CPU time when it last beat, or was last seen busy
+    cpu_at: float = 0.0  # ... and when that was
     over_since: float | None = None
     restart_times: deque[float] = field(default_factory=deque)
     restarts: int = 0
@@ -411,6 +428,8 @@ class Supervisor:
                 if slot.proc is not None and ev.pid == slot.pid:
                     slot.last_beat, slot.items_done = now, ev.items_done
                     slot.queue_depth = ev.queue_depth
+                    slot.settled_rss = ev.settled_rss
+                    slot.cpu_s, slot.cpu_at = _cpu_s(slot.pid), now
                     if role == "capture":
                         self.fed_s = ev.fed_s
             case WorkerStatus(role=role, state=state):
@@ -418,6 +437,7 @@ class Supervisor:
                 if ev.pid == slot.pid and slot.state not in (WorkerState.FAILED,):
                     slot.state = state
                     slot.last_beat = now
+                    slot.cpu_s, slot.cpu_at = _cpu_s(slot.pid), now
                     if state == WorkerState.READY:
                         slot.model = ev.model
                         if slot.restarts:
@@ -471,7 +491,9 @@ class Supervisor:
             if proc.is_alive():
                 if slot.state == WorkerState.STOPPED or slot.kill_reason is not None:
                     continue  # exiting, or already being killed
-                if now - slot.last_beat > self.config.engine.heartbeat_timeout:
+                silent = now - slot.last_beat
+                if silent > self.config.engine.heartbeat_timeout and not self._busy(slot, silent,
+                                                                                  now):
                     slot.hangs += 1
                     self._kill_for(slot, f"hung (no heartbeat for "
                                          f"{now - slot.last_beat:.1f} s)")
@@ -492,6 +514,21 @@ class Supervisor:
             self._last_metrics = now
             out.append(self.metrics(now))
         return out
+
+    def _busy(self, slot: _Slot, silent: float, now: float) -> bool:
+        """A silent worker still using CPU is working, not hung: a native call that holds the
+        GIL (its heartbeat thread cannot run), or a niced worker starved by a busy machine
+        (measured: a CPU-bound job beside the engine kept diarization silent 5 s at a time
+        while it loaded, and it was killed three times and given up). It gets busy_grace_s."""
+        if silent > self.config.engine.busy_grace_s or slot.cpu_s is None:
+            return False
+        if now - slot.cpu_at < self.config.engine.heartbeat_timeout:
+            return True  # it used CPU in the last window: judge the next one when it ends
+        cpu = _cpu_s(slot.pid)
+        if cpu is None or cpu - slot.cpu_s < BUSY_CPU_S:
+            return False
+        slot.cpu_s, slot.cpu_at = cpu, now
+        return True
 
     def _watch_rss(self, slot: _Slot, now: float) -> None:
         try:

@@ -42,3 +42,25 @@ def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> _Idle:
 
 def make_crashing_handler(config: Config, outputs: Mapping[Role, Sender]) -> _Idle:
     return _CrashOnLoad()
+
+
+class _HoldsGilAtLoad(_Idle):
+    """Loads for about TRANSCREVAI_FAKE_HOLD_S seconds inside one C call that never lets the
+    GIL go (builtin sum over a range runs no bytecode), as a long native model load can: the
+    heartbeat thread cannot run meanwhile, but the process's CPU time advances."""
+
+    def load(self) -> str:
+        import time
+
+        hold = float(os.environ.get("TRANSCREVAI_FAKE_HOLD_S", "6"))
+        best = float("inf")
+        for _ in range(3):  # the fastest of three: the hold is then at least `hold` long
+            t0 = time.perf_counter()
+            sum(range(2_000_000))
+            best = min(best, time.perf_counter() - t0)
+        sum(range(int(2_000_000 / max(best, 1e-6) * hold)))
+        return "fake"
+
+
+def make_gil_holding_handler(config: Config, outputs: Mapping[Role, Sender]) -> _Idle:
+    return _HoldsGilAtLoad()

@@ -122,3 +122,26 @@ def test_metrics_report_every_worker(tmp_path: Path) -> None:
             assert (w.restarts, w.crashes, w.memory_violations, w.hangs) == (0, 0, 0, 0)
         budget = cfg.limits.budget_mb("transcription")
         assert by_role["transcription"].rss_limit_bytes == budget * 2**20
+
+
+@pytest.mark.parametrize("grace, hung", [(30.0, False), (1.5, True)])
+def test_a_silent_worker_using_cpu_is_busy_until_its_grace_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grace: float, hung: bool) -> None:
+    """A load that holds the GIL for ~4 s silences the heartbeat thread while the CPU time
+    advances: with heartbeat_timeout 1 s it is not called hung within busy_grace_s (it comes
+    up READY, no restart); past a shorter grace it is killed as hung. (The injected `hang`
+    fault, which sleeps, is still caught at heartbeat_timeout: tests/test_faults.py.)"""
+    monkeypatch.setenv("TRANSCREVAI_FAKE_HOLD_S", "4")
+    cfg = _config(tmp_path, heartbeat_interval=0.2, heartbeat_timeout=1.0, busy_grace_s=grace,
+                  backoff_initial_s=30.0)
+    modules = {"capture": f"{FAKE}:make_gil_holding_handler", "transcription": FAKE}
+    with Supervisor(cfg, diarization=False, handler_modules=modules) as engine:
+        seen = _run_until(engine, lambda s: any(
+            e.role == "capture" and e.state in (WorkerState.READY, WorkerState.RESTARTING)
+            for _, e in _statuses(s, "capture")), 60)
+        states = [e.state for _, e in _statuses(seen, "capture")]
+        slot = engine.slots["capture"]
+        if hung:
+            assert WorkerState.RESTARTING in states and slot.hangs == 1, states
+        else:
+            assert WorkerState.READY in states and slot.hangs == 0 and slot.restarts == 0, states
