@@ -315,6 +315,7 @@ class Heartbeat:
     items_done: int
     state: WorkerState
     fed_s: float = 0.0  # capture: audio seconds sent downstream in the current stream
+    settled_rss: int = 0  # RSS right after the worker last returned freed heap (0: never)
 
 
 @dataclass(frozen=True)

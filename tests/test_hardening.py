@@ -332,8 +332,8 @@ def test_recordings_disk_filling_up_mid_session(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- soak
 def soak_growth(report: dict[str, Any]) -> dict[str, float]:
     """MB per minute from an early 30 s window after the warm-up to the last 30 s of audio
-    (medians), per process; for transcription, MB of peak after the early window over the
-    peak up to its end (see the soak test)."""
+    (medians), per process; for transcription, of its RSS right after each decode gave its
+    freed heap back (see the soak test)."""
     samples = report["samples"]
     # the offline speaker pass at the end of the audio loads the recording once: not growth
     stop = next((s["t_s"] for s in samples if s["ended"]), samples[-1]["t_s"])
@@ -351,22 +351,20 @@ def soak_growth(report: dict[str, Any]) -> dict[str, float]:
     out = {role: float(np.median([s["rss_mb"][role] for s in late])
                        - np.median([s["rss_mb"][role] for s in early])) / minutes
            for role in ("supervisor", "capture", "diarization")}
-    before = [s["rss_mb"]["transcription"] for s in samples if s["t_s"] < warmup + 30]
-    after = [s["rss_mb"]["transcription"] for s in samples
-             if warmup + 30 <= s["t_s"] < stop - 6 and not s["ended"]]
-    out["transcription_peak_mb"] = max(after) - max(before)
+    out["transcription"] = float(np.median([s["settled_mb"]["transcription"] for s in late])
+                                 - np.median([s["settled_mb"]["transcription"]
+                                              for s in early])) / minutes
     return out
 
 
 def test_short_soak_has_no_memory_growth(tmp_path: Path) -> None:
     """Three minutes of looped speech through the live path (console state included), and no
-    process whose memory climbs. Capture, diarization and the supervisor are flat (measured
-    within 0.1 MB/min), so a leak of 2 MB a minute fails. Transcription's RSS moves between
-    plateaus up to 40 MB apart as it decodes (measured: the 30 s medians of two 3-minute runs
-    gave +18 and -17 MB/min), so a per-minute rate over three minutes is noise: its peak
-    after the early window may not pass the peak before it by more than 15 MB (measured
-    +8 on a 2-minute run, -1 on a 3-minute one); a slower leak there needs a longer
-    `bench --soak`."""
+    process whose memory climbs: a leak of 2 MB a minute fails. Capture, diarization and the
+    supervisor are flat (measured within 0.1 MB/min). Transcription's RSS swings by up to
+    60 MB between samples as decodes allocate and free (its peaks rose 19-25 MB in some full
+    runs with no leak), so it is judged by the RSS it reports right after each decode has
+    returned its freed heap: measured 258.3 -> 259.9 MB over 3 minutes with a CPU-bound job
+    beside it; a slower leak needs a longer `bench --soak`."""
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("transcrevai")), "bench", "--soak", "3",
          "--corpus", str(ROOT / "tests" / "data"), "--json"],
@@ -378,15 +376,13 @@ def test_short_soak_has_no_memory_growth(tmp_path: Path) -> None:
     growth = soak_growth(report)
     print({"growth": growth, "observer_growth": report["observer_growth"],
            "max_lag_s": report["max_lag_s"], "max_queue_depth": report["max_queue_depth"]})
-    for role in ("supervisor", "capture", "diarization"):
+    for role in ("supervisor", "capture", "diarization", "transcription"):
         assert growth[role] <= 2.0, (role, growth)
-    assert growth["transcription_peak_mb"] <= 15.0, growth
     assert report["observer_growth"] is not None and report["observer_growth"] < 3.0
     assert report["max_lag_s"] < 30 and report["max_queue_depth"] < 100
 
 
 # --------------------------------------------------------------------------- long files
-@pytest.mark.timeout(1800)  # 13 minutes of audio through the whole engine
 def _most_ahead(most: list[float], ev: object) -> None:
     """Keep the most audio (s) fed to the engine and not yet transcribed (its metrics)."""
     from engine.messages import EngineMetrics
@@ -395,6 +391,7 @@ def _most_ahead(most: list[float], ev: object) -> None:
         most[0] = max(most[0], ev.lag_s)
 
 
+@pytest.mark.timeout(1800)  # 15 minutes of audio through the whole engine
 def test_a_long_file_is_never_held_whole_in_memory(tmp_path: Path) -> None:
     """12 minutes (speech at the start, middle and end, room noise between) against 3 minutes
     with the same three stretches of speech (so the same decodes): every worker's peak memory

@@ -49,6 +49,7 @@ WINDOW = 3  # samples averaged (median) at each end of the growth window
 class Sample:
     t_s: float
     rss_mb: dict[str, float]
+    settled_mb: dict[str, float]  # per worker: RSS right after it last returned freed heap
     lag_s: float
     latency_p95_s: float | None  # commit latency of phrases committed since the last sample
     restarts: int  # worker restarts since the start (all workers)
@@ -67,6 +68,9 @@ class SoakReport:
     samples: list[Sample] = field(default_factory=list)
     growth_pct: dict[str, float] = field(default_factory=dict)  # late / early median RSS - 1
     growth_mb: dict[str, float] = field(default_factory=dict)  # late - early median RSS
+    # late - early median of the RSS workers report right after returning freed heap: the
+    # floor a leak raises (sampled RSS swings with each decode)
+    settled_growth_mb: dict[str, float] = field(default_factory=dict)
     growth_early_s: list[float] = field(default_factory=list)  # [first, last] sample time
     growth_late_s: list[float] = field(default_factory=list)  # of each window
     max_lag_s: float = 0.0  # over every sample, the speaker pass after the audio included
@@ -108,6 +112,11 @@ def _rss(engine: Supervisor) -> dict[str, float]:
         except psutil.Error:
             continue
     return out
+
+
+def _settled(engine: Supervisor) -> dict[str, float]:
+    return {role: round(slot.settled_rss / 2**20, 1) for role, slot in engine.slots.items()
+            if slot.settled_rss}
 
 
 def run_soak(cfg: Config, args: argparse.Namespace, observer: Observer | None = None) -> int:
@@ -171,7 +180,8 @@ def soak(cfg: Config, clips: list[Path], minutes: float, observer: Observer | No
                 depth = sum(w.queue_depth for w in m.workers)
                 per_event = (1e6 * cost["s"] / cost["events"]) if cost["events"] else None
                 cost["s"], cost["events"] = 0.0, 0
-                sample = Sample(round(now - t0, 1), _rss(engine), round(m.lag_s, 2),
+                sample = Sample(round(now - t0, 1), _rss(engine), _settled(engine),
+                                round(m.lag_s, 2),
                                 round(float(np.percentile(lat, 95)), 2) if lat else None,
                                 sum(w.restarts for w in m.workers), depth, len(live.segments),
                                 round(per_event, 1) if per_event is not None else None,
@@ -210,6 +220,11 @@ def _summarise(r: SoakReport) -> None:
             if a > 0:
                 r.growth_pct[role] = round(100.0 * (b - a) / a, 2)
                 r.growth_mb[role] = round(b - a, 1)
+        for role in sorted({k for s in after for k in s.settled_mb}):
+            a = _median([s.settled_mb[role] for s in head if role in s.settled_mb])
+            b = _median([s.settled_mb[role] for s in tail if role in s.settled_mb])
+            if a > 0:
+                r.settled_growth_mb[role] = round(b - a, 1)
         costs_a = [s.observer_us_per_event for s in head if s.observer_us_per_event]
         costs_b = [s.observer_us_per_event for s in tail if s.observer_us_per_event]
         if costs_a and costs_b:
@@ -247,6 +262,8 @@ def format_report(r: SoakReport) -> str:
         lines += [f"    {k}: {v:+.2f}% ({r.growth_mb.get(k, 0.0):+.1f} MB)"
                   + (" (all processes)" if k == "total" else "")
                   for k, v in r.growth_pct.items()]
+        lines += [f"    {k}, RSS right after a decode returned its freed heap (a leak's "
+                  f"floor): {v:+.1f} MB" for k, v in r.settled_growth_mb.items()]
     else:
         lines.append("  RSS growth: not measured (fewer than 2 samples between the warm-up and "
                      "the end of the audio; run longer)")

@@ -48,6 +48,7 @@ class Handler:
     """
 
     fed_s: float = 0.0  # audio fed to consumers so far, current stream (heartbeats carry it)
+    settled_rss: int = 0  # RSS after the last decode gave its freed heap back (a leak's floor)
 
     def load(self) -> str:
         """Load models; return a short description of what is in use (e.g. 'whisper-base int8')."""
@@ -77,6 +78,7 @@ class _Beat:
         self.state = WorkerState.STARTING
         self.items_done = 0
         self.fed_s = 0.0
+        self.settled_rss = 0
         self.silent = False  # the `hang` fault: stop heartbeats and stall
         self.depth: Callable[[], int] = lambda: 0
 
@@ -93,7 +95,7 @@ def _heartbeat_loop(role: Role, beat: _Beat, events: Sender, interval: float,
             continue
         events.put(Heartbeat(role, os.getpid(), time.time(), proc.memory_info().rss,
                              proc.cpu_percent(None), beat.depth(), beat.items_done, beat.state,
-                             beat.fed_s))
+                             beat.fed_s, beat.settled_rss))
 
 
 def _limit_address_space(config: Config, role: Role) -> None:
@@ -251,6 +253,7 @@ def worker_entry(role: Role, config: Config, control: Receiver, data: Receiver |
                 for event in handler.handle(msg):  # type: ignore[arg-type]
                     events.put(event)
                 beat.items_done += 1
+                beat.settled_rss = handler.settled_rss
                 beat.state = WorkerState.BUSY if busy() else WorkerState.READY
     except SystemExit:
         pass
