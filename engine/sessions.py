@@ -89,14 +89,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 def new_session_id(recordings_dir: Path, stem: str = "") -> str:
-    """`YYYY-MM-DD_HH-MM-SS[_stem]`, unique in the folder."""
+    """`YYYY-MM-DD_HH-MM-SS[_stem]`, unique in the folder: its journal is claimed as an
+    empty file, so two consoles starting in the same second never share one."""
     base = time.strftime("%Y-%m-%d_%H-%M-%S") + (f"_{stem}" if stem else "")
+    recordings_dir.mkdir(parents=True, exist_ok=True)
     sid, n = base, 1
-    while (recordings_dir / f"{sid}{META_SUFFIX}").exists() or (
-            recordings_dir / f"{sid}{JOURNAL_SUFFIX}").exists():
+    while True:
+        if not (recordings_dir / f"{sid}{META_SUFFIX}").exists():
+            try:
+                os.close(os.open(recordings_dir / f"{sid}{JOURNAL_SUFFIX}",
+                                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+                return sid
+            except FileExistsError:
+                pass
         n += 1
         sid = f"{base}-{n}"
-    return sid
 
 
 class SessionWriter:

@@ -76,14 +76,38 @@ def test_refuses_to_overwrite_and_names_sessions(tmp_path: Path) -> None:
     now = datetime(2026, 11, 25, 18, 49, 17)
     first = session_wav_path(tmp_path / "recordings", now)
     assert first == tmp_path / "recordings" / "2026-11-25_18-49-17.wav"
-    WavRecorder(first).close()
+    WavRecorder(first, claimed=True).close()
     second = session_wav_path(tmp_path / "recordings", now)
     assert second.name == "2026-11-25_18-49-17-2.wav"
-    WavRecorder(second).close()
+    WavRecorder(second, claimed=True).close()
     assert session_wav_path(tmp_path / "recordings", now).name == "2026-11-25_18-49-17-3.wav"
-    with pytest.raises(RecorderError, match="already exists") as err:
-        WavRecorder(first)
-    assert "\n" not in str(err.value)
+    for kwargs in ({}, {"claimed": True}):  # a recording with audio in it is never reused
+        with pytest.raises(RecorderError, match="already exists") as err:
+            WavRecorder(first, **kwargs)  # type: ignore[arg-type]
+        assert "\n" not in str(err.value)
+
+
+def _claim_names(args: tuple[str, float]) -> tuple[str, str]:
+    """One 'console': a recording name and a replay session id, claimed at `at`."""
+    from engine.sessions import new_session_id
+
+    folder, at = args
+    while time.time() < at:
+        pass
+    now = datetime(2026, 12, 2, 18, 0, 0)  # the same second for every process
+    return (session_wav_path(folder, now).name, new_session_id(Path(folder), "demo"))
+
+
+def test_consoles_started_in_the_same_second_get_different_files(tmp_path: Path) -> None:
+    """Six processes claim a recording name and a session id at the same instant: all
+    different, so two consoles never write into each other's WAV or journal."""
+    import multiprocessing as mp
+
+    at = time.time() + 3.0
+    with mp.get_context("spawn").Pool(6) as pool:
+        names = pool.map(_claim_names, [(str(tmp_path), at)] * 6)
+    wavs, ids = [n[0] for n in names], [n[1] for n in names]
+    assert len(set(wavs)) == 6 and len(set(ids)) == 6, names
 
 
 def test_non_ascii_file_name(tmp_path: Path) -> None:

@@ -59,10 +59,12 @@ class WavRecorder:
     """
 
     def __init__(self, path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, *,
-                 header_every_s: float = 0.0, fsync_every_s: float | None = 0.5) -> None:
-        """Create a new recording; refuses to overwrite one (use `append` to continue it)."""
+                 header_every_s: float = 0.0, fsync_every_s: float | None = 0.5,
+                 claimed: bool = False) -> None:
+        """Create a new recording; refuses to overwrite one (use `append` to continue it).
+        claimed: the path is an empty file `session_wav_path` made for this recording."""
         self._setup(path, sample_rate, header_every_s, fsync_every_s)
-        self._create()
+        self._create(claimed)
 
     def _setup(self, path: str | os.PathLike[str], sample_rate: int, header_every_s: float,
                fsync_every_s: float | None) -> None:
@@ -77,11 +79,17 @@ class WavRecorder:
         self._failed: str | None = None
         self._fd = -1
 
-    def _create(self) -> None:
+    def _create(self, claimed: bool = False) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                               0o644)
+            if claimed:  # ours while empty; anything in it is a recording not to overwrite
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+                if os.fstat(self._fd).st_size:
+                    os.close(self._fd)
+                    raise FileExistsError
+            else:
+                self._fd = os.open(self.path,
+                                   os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
             raise RecorderError(f"{self.path}: already exists, not overwriting it") from None
         except OSError as exc:
@@ -308,13 +316,17 @@ def repair_recordings(folder: str | os.PathLike[str]) -> list[Path]:
 
 def session_wav_path(recordings_dir: str | os.PathLike[str],
                      now: datetime | None = None) -> Path:
-    """A new, unused file name carrying the session's date and time (creates the folder)."""
+    """A new file name carrying the session's date and time, claimed as an empty file so a
+    second console starting in the same second gets another name (creates the folder);
+    `WavRecorder(path, claimed=True)` then writes into it."""
     d = Path(recordings_dir)
     d.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
-    p = d / f"{stamp}.wav"
-    n = 2
-    while p.exists():
-        p = d / f"{stamp}-{n}.wav"
-        n += 1
-    return p
+    p, n = d / f"{stamp}.wav", 2
+    while True:
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+            return p
+        except FileExistsError:
+            p = d / f"{stamp}-{n}.wav"
+            n += 1

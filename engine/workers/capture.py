@@ -206,7 +206,7 @@ class CaptureHandler(Handler):
             if msg.resume:
                 recorder = WavRecorder.append(msg.path)
             else:
-                recorder = WavRecorder(msg.path)
+                recorder = WavRecorder(msg.path, claimed=True)
         except RecorderError as exc:
             yield StreamError(sid, str(exc), partial=bool(msg.resume))
             for c in consumers.values():
