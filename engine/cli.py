@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--vocabulary", type=Path, metavar="FILE", help=VOCABULARY_HELP)
     lv = sub.add_parser("live", help="open the console and start recording")
     lv.add_argument("--vocabulary", type=Path, metavar="FILE", help=VOCABULARY_HELP)
+    lv.add_argument("--source", metavar="NAME",
+                    help="PulseAudio/PipeWire source to record from (pactl list short "
+                         "sources; default: [live] source, else the server's default); the "
+                         "server is PULSE_SERVER's, e.g. a laptop's mic over ssh -R")
 
     s = sub.add_parser("sessions", help="list past sessions; rename a speaker; search them")
     ssub = s.add_subparsers(dest="sessions_command", metavar="ACTION")
@@ -113,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "VAD filter, nothing of the project) on the same clips, side by side")
     b.add_argument("--console", action="store_true",
                    help="first-frame time and key latency of the console")
+    b.add_argument("--minutes", type=float, metavar="N",
+                   help="with --console: N minutes of the corpus's speech looped and replayed "
+                        "fast; console RSS and key latency early against late")
     b.add_argument("--live", action="store_true",
                    help="play each clip through the live path at real-time pace: latency, "
                         "partials, live speaker labels")
@@ -134,6 +141,8 @@ def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         cfg = cfg.replace("diarization", num_speakers=args.speakers)
     if getattr(args, "no_diarization", False):
         cfg = cfg.replace("diarization", enabled=False)
+    if args.command == "live" and args.source is not None:
+        cfg = cfg.replace("live", source=args.source.strip())
     if getattr(args, "vocabulary", None) is not None:
         terms = cfg.transcription.vocabulary + read_vocabulary(args.vocabulary)
         cfg = cfg.replace("transcription", vocabulary=tuple(dict.fromkeys(terms)))
@@ -480,12 +489,22 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
             return cmd_models(cfg, args)
         if args.command == "bench" and args.soak is not None and args.soak <= 0:
             raise UserError("--soak MINUTES must be more than 0")
+        if args.command == "bench" and args.minutes is not None and (
+                args.minutes <= 0 or not args.console):
+            raise UserError("--minutes N goes with --console and must be more than 0")
         if args.command == "bench" and not args.console and not (args.soak and console):
             return cmd_bench(cfg, args)
         if getattr(args, "file", None) is not None:
             check_file(args.file)  # one line here, before the screen opens
         if console is None:
             raise UserError("the console is not part of this entry point; run `transcrevai`")
+        if args.command == "live":
+            from engine.doctor import sound_server_problem
+
+            problem = sound_server_problem()  # say it here, not inside a full screen
+            if problem:
+                _err(problem)
+                return EXIT_FAILURE
         return console(cfg, args)
     except (ConfigError, UserError, AudioFileError) as exc:
         _err(str(exc))

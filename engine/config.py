@@ -141,6 +141,9 @@ class LiveConfig:
     """The microphone path: capture device and the streaming transcription policy."""
 
     device: str = ""  # "" = the system's default input; else a device name (part) or index
+    # the PulseAudio/PipeWire source to record from (PULSE_SOURCE for the capture worker; the
+    # server is PULSE_SERVER's, e.g. a laptop's over `ssh -R`); "" = the server's default
+    source: str = ""
     block_s: float = field(default=0.1, metadata=_range(0.02, 1.0))  # capture block
     # a pause this long ends a phrase, which is then committed (decoded once more, final)
     end_silence_ms: int = field(default=300, metadata=_range(100, 3000))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import locale
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -25,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.config import Config
 
-__all__ = ["Check", "blocking", "format_report", "run_checks", "to_json"]
+__all__ = ["Check", "blocking", "format_report", "run_checks", "sound_server_problem",
+           "to_json"]
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_COLS, MIN_ROWS = 60, 18
@@ -191,29 +191,28 @@ def check_portaudio() -> Check:
 
 def check_sound_server() -> Check:
     """`pactl info` against PULSE_SERVER (or the default socket) with a short timeout."""
+    from engine.audio.mic import NO_SOUND_SERVER_FIX, query_sound_server
+
     name = "sound server"
-    target = os.environ.get("PULSE_SERVER") or "default socket"
-    fix = ("start pulseaudio (pulseaudio --start), or from a laptop forward its mic: "
-           "ssh -R 4713:localhost:4713 HOST and export PULSE_SERVER=tcp:localhost:4713")
-    pactl = shutil.which("pactl")
-    if pactl is None:
-        return Check(name, WARN, f"pactl not found; cannot check {target}",
+    found = query_sound_server(PACTL_TIMEOUT_S)
+    if not found.reachable:
+        return Check(name, WARN, found.error, NO_SOUND_SERVER_FIX)
+    if found.checked_with == "socket":
+        return Check(name, WARN, f"{found.target}: listening; pactl not found, so not asked",
                      "apt-get install pulseaudio-utils (provides pactl)")
-    try:
-        proc = subprocess.run([pactl, "info"], capture_output=True, text=True,
-                              timeout=PACTL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return Check(name, WARN, f"{target}: no answer within {PACTL_TIMEOUT_S:.0f} s", fix)
-    except OSError as exc:
-        return Check(name, WARN, f"pactl failed: {_one_line(exc)}", fix)
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or ["not reachable"])[-1]
-        return Check(name, WARN, f"{target}: {why}", fix)
-    info = dict(ln.split(":", 1) for ln in proc.stdout.splitlines() if ":" in ln)
-    server = info.get("Server Name", "server").strip()
-    where = info.get("Server String", target).strip()
-    source = info.get("Default Source", "none").strip()
-    return Check(name, OK, f"{server} at {where}; default source {source}")
+    where = found.address or found.target
+    source = os.environ.get("PULSE_SOURCE") or found.default_source or "none"
+    which = "source (PULSE_SOURCE)" if os.environ.get("PULSE_SOURCE") else "default source"
+    return Check(name, OK, f"{found.name or 'server'} at {where} on {found.host or '?'}; "
+                 f"{which} {source}")
+
+
+def sound_server_problem() -> str | None:
+    """One line when `live` cannot record because no sound server answers (with its fix),
+    else None; the same test the live command runs before opening the console."""
+    from engine.audio.mic import no_sound_server
+
+    return no_sound_server(PACTL_TIMEOUT_S)
 
 
 def _capture_level(device: str | None, seconds: float) -> tuple[str, float]:
@@ -361,6 +360,8 @@ def run_checks(config_path: Path | None = None) -> list[Check]:
     checks.append(needs_cfg("whisper model", check_whisper))
     checks.append(needs_cfg("diarization models", check_diarization))
     checks.append(needs_cfg("quantization levels", check_levels))
+    if cfg is not None and cfg.live.source:  # the source `live` would record from
+        os.environ["PULSE_SOURCE"] = cfg.live.source
     checks.append(_guarded("portaudio", check_portaudio))
     checks.append(_guarded("sound server", check_sound_server))
     checks.append(_guarded("microphone", lambda: check_microphone(cfg)))

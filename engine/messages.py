@@ -179,6 +179,14 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Pace:
+    """To capture: play real-time file streams at `speed` audio seconds per wall second from
+    where they are now (a replay sped up or slowed down mid-way)."""
+
+    speed: float
+
+
+@dataclass(frozen=True)
 class Attach:
     """A fresh channel end replacing a broken one (a peer was restarted).
 
@@ -200,7 +208,7 @@ class ReloadModels:
 
 
 WorkerInput = (OpenFile | StopStream | ListDevices | StreamStart | AudioChunk | EndOfStream
-               | Acked | Resend | Attach | Pause | Shutdown | ReloadModels)
+               | Acked | Resend | Attach | Pause | Pace | Shutdown | ReloadModels)
 
 
 # ---------------------------------------------------------------- events to the engine
@@ -271,6 +279,9 @@ class MicStatus:
     detail: str = ""
     retry_in: float = 0.0
     path: str = ""  # the session's WAV
+    # where "recording" records from, short: "SOURCE @ SERVER" for a Pulse source
+    # ("vmic @ tcp:localhost:4713", a laptop's mic over `ssh -R`), else the device's name
+    origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -396,6 +407,7 @@ class ModelLevels:
 class EngineMetrics:
     workers: tuple[WorkerMetrics, ...]
     lag_s: float  # audio fed to the engine minus audio transcribed, current stream
+    fed_s: float = 0.0  # audio fed to the engine so far, current stream (a replay's position)
 
 
 EngineEvent = (

@@ -155,9 +155,11 @@ class Runner:
     # -------------------------------------------------------------- live streams
     def start_live(self, source: str | None = None, language: str | None = None,
                    speed: float = 1.0, journal: bool = True,
-                   device: str | None = None) -> LiveStream:
+                   device: str | None = None,
+                   session_dir: Path | None = None) -> LiveStream:
         """Start recording from the microphone (source None) or feed a file at real-time
-        pace through the live path; events then update `self.live` as `pump` runs."""
+        pace through the live path (the console's replay at speed 1 or 2; kept as a session
+        in `session_dir` when given); events then update `self.live` as `pump` runs."""
         if self._down:
             raise EngineFailure(next(iter(self._down.values())))
         if source is None:
@@ -169,15 +171,20 @@ class Runner:
                     Path(path), device or ""))
         else:
             sid = self.engine.open_live_file(source, language, speed)
-            live = LiveStream(sid, source, mic=False, keep=self.keep_transcripts)
+            live = LiveStream(sid, source, mic=False, model=self.models.get("transcription", ""),
+                              keep=self.keep_transcripts)
+            if journal and session_dir is not None:
+                live.journal = self._open_session(sid, lambda: SessionWriter.for_file(
+                    session_dir, source))
         if not self.diarizing:
             live.diarized = True
         self.live = live
         return live
 
     def stop_live(self) -> None:
-        """Stop the microphone; the last phrase and the speaker pass follow (see `done`)."""
-        if self.live is not None and self.live.mic:
+        """Stop the microphone, or a replay where it is; the last phrase and the speaker
+        pass follow (see `done`)."""
+        if self.live is not None:
             self.engine.stop_stream(self.live.sid)
 
     def run_live(self, source: str, language: str | None = None,

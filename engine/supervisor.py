@@ -40,6 +40,7 @@ from engine.messages import (
     ListDevices,
     ModelLevels,
     OpenFile,
+    Pace,
     Pause,
     ReloadModels,
     Resend,
@@ -383,7 +384,7 @@ class Supervisor:
         self._send("capture", ListDevices())
 
     def stop_stream(self, stream_id: int) -> None:
-        """Stop a microphone stream; its last results follow."""
+        """Stop a microphone stream, or a file stream where it is; its last results follow."""
         self.stopped.add(stream_id)
         self._send("capture", StopStream(stream_id))
 
@@ -391,6 +392,14 @@ class Supervisor:
         """Stop or resume reading sources (a restarted capture inherits the state)."""
         self.paused = paused
         self._send("capture", Pause(paused))
+
+    def set_speed(self, speed: float) -> None:
+        """Play real-time file streams at `speed` from now (a restarted capture keeps it)."""
+        for table in (self.streams, self._pending_open):
+            for sid, msg in table.items():
+                if msg.realtime and msg.source == "file":
+                    table[sid] = dataclasses.replace(msg, speed=speed)
+        self._send("capture", Pace(speed))
 
     def kill(self, role: Role) -> None:
         """SIGKILL a worker now (fault injection from the supervisor's side)."""
@@ -621,7 +630,7 @@ class Supervisor:
                           s.items_done, s.model, s.peak_rss, s.queue_depth)
             for s in self.slots.values())
         done_s = max(self.acks.get("transcription", {}).values(), default=0) / SAMPLE_RATE
-        return EngineMetrics(workers, max(0.0, self.fed_s - done_s))
+        return EngineMetrics(workers, max(0.0, self.fed_s - done_s), self.fed_s)
 
     def state(self, role: Role) -> WorkerState:
         return self.slots[role].state

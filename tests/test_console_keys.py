@@ -204,3 +204,60 @@ async def test_quit_asks_while_recording(tmp_path: Path) -> None:
         await pilot.press("q", "y")
         await pilot.pause()
     assert not app.is_running
+
+
+async def test_replay_at_speed_one_fills_the_screen_as_it_plays(tmp_path: Path) -> None:
+    """`transcrevai replay FILE --speed 1` goes through the live path like the microphone:
+    the partial line and committed words appear while the recording still plays; `space`
+    holds the play position, `s` plays on at speed 2 from where it is; at the end the
+    speaker pass runs and the replay is kept as a complete session. (Real workers, models
+    and pacing; the demo recording, 30 s.)"""
+    import asyncio
+    import time
+
+    from engine.sessions import iter_sessions
+
+    cfg = _config_with_recordings(tmp_path)
+    demo = cfg.paths.recordings_dir / "demo_ptbr_4spk.wav"
+    app = TranscrevApp(cfg, replay=str(demo), speed=1.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        partials: list[str] = []
+        for _ in range(1800):
+            if app.state.partial:
+                partials.append(app.state.partial)
+            if app.state.segments:
+                break
+            await asyncio.sleep(0.05)
+        assert app.state.segments, "no committed words"
+        first_at = app.state.position_s
+        assert 0 < first_at < app.state.duration_s - 10, first_at  # long before the end
+        assert partials, "no partial line before the first commit"
+        assert "▶ 1×" in str(app.query_one("#status").render())
+
+        await pilot.press("space")
+        # the position comes with capture's heartbeat, then the supervisor's metrics (1 s
+        # each): read it once both have passed since the pause
+        await asyncio.sleep(2.5)
+        held = app.state.position_s
+        await asyncio.sleep(2.5)
+        assert app.state.position_s - held <= 0.3, (held, app.state.position_s)
+        await pilot.press("space")
+        assert not app.state.paused
+
+        await pilot.press("s")
+        assert app.speed == 2.0 and "▶ 2×" in str(app.query_one("#status").render())
+        await asyncio.sleep(1.5)
+        p0, t0 = app.state.position_s, time.monotonic()
+        await asyncio.sleep(3.0)
+        rate = (app.state.position_s - p0) / (time.monotonic() - t0)
+        assert rate >= 1.6 or app.state.position_s >= app.state.duration_s - 1, rate
+
+        sessions = []
+        for _ in range(1200):
+            sessions = list(iter_sessions(cfg.paths.recordings_dir))
+            if sessions and sessions[0].status == "complete":
+                break
+            await asyncio.sleep(0.1)
+        assert sessions and sessions[0].status == "complete", sessions
+        assert len(app.state.segments) >= 4 and len(app.state.speakers) >= 2
+        assert sessions[0].words >= 20  # the journal has the committed phrases

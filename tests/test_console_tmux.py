@@ -59,6 +59,14 @@ def test_replay_in_tmux_shows_speakers_text_and_gauges_then_quits(tmp_path: Path
         assert "SPEAKER_00" in screen and "SPEAKER_01" in screen
         assert "raposa" in screen  # text from the clip
         assert "/512MB" in screen  # memory gauges against their limits
+        # `y` copies the transcript through OSC 52: tmux (set-clipboard on) takes it into
+        # its paste buffer, as a local terminal would into the clipboard
+        _tmux("set-option", "-g", "set-clipboard", "on")
+        _tmux("send-keys", "-t", "s", "y")
+        deadline = time.monotonic() + 10
+        while "raposa" not in _tmux("show-buffer") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "raposa" in _tmux("show-buffer") and "SPEAKER_01" in _tmux("show-buffer")
         parent = psutil.Process(int(_tmux("display-message", "-p", "-t", "s",
                                            "#{pane_pid}").strip()))
         workers = [p.pid for p in parent.children(recursive=True)

@@ -22,7 +22,14 @@ from engine.sessions import find_session
 from engine.supervisor import Supervisor
 from tests.conftest import clip_path, clips, der, reference_turns
 from tests.test_live import LIVE_DER_MAX, REFINED_DER_MAX
-from tests.vmic import VMic, VMicError, require_vmic, start_vmic
+from tests.vmic import (
+    VMic,
+    VMicError,
+    finish_playing,
+    require_vmic,
+    start_recording,
+    start_vmic,
+)
 
 SR = 16000
 DIALOGUE = "ptbr_dlg_mixed_4spk"
@@ -166,11 +173,7 @@ def test_capture_killed_mid_session_keeps_the_recording_and_resumes(mic_env: VMi
     with Supervisor(cfg) as engine:
         runner = Runner(engine, on_event=watch)
         runner.wait_ready()
-        live = runner.start_live(None, "pt")
-        deadline = time.monotonic() + 20
-        while live.mic_state != "recording":
-            assert time.monotonic() < deadline, live.error
-            runner.pump(0.05)
+        live = start_recording(runner)
         player = mic_env.play_async(clip_path(DIALOGUE))
         deadline = time.monotonic() + 60
         while live.recorded_s < 12.0:
@@ -184,18 +187,7 @@ def test_capture_killed_mid_session_keeps_the_recording_and_resumes(mic_env: VMi
             assert time.monotonic() - killed_at < 20, "capture did not resume"
             runner.pump(0.05)
         resumed_after = time.monotonic() - killed_at
-        deadline = time.monotonic() + clips()[DIALOGUE]["duration_s"] + 30
-        while player.poll() is None:
-            assert time.monotonic() < deadline, "the clip did not finish playing"
-            runner.pump(0.05)
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end:
-            runner.pump(0.05)
-        runner.stop_live()
-        deadline = time.monotonic() + 60
-        while not live.done:
-            assert time.monotonic() < deadline, "session did not finish"
-            runner.pump(0.05)
+        finish_playing(runner, player, clips()[DIALOGUE]["duration_s"] + 30, 60)
         restarts = {w.role: w.restarts for w in engine.metrics().workers}
 
     assert restarts["capture"] == 1 and restarts["transcription"] == 0
@@ -237,11 +229,7 @@ def test_microphone_lost_mid_session_is_retried_and_the_session_goes_on(
             runner = Runner(engine, on_event=lambda ev: statuses.append(ev)
                                      if isinstance(ev, MicStatus) else None)
             runner.wait_ready()
-            live = runner.start_live(None, "pt")
-            deadline = time.monotonic() + 20
-            while live.mic_state != "recording":
-                assert time.monotonic() < deadline, live.error
-                runner.pump(0.05)
+            live = start_recording(runner)
             player = mic.play_async(clip_path(DIALOGUE))
             deadline = time.monotonic() + 60
             while live.recorded_s < 8.0:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.vmic import VMic, VMicError, require_vmic, start_vmic
+from tests.vmic import VMic, VMicError, require_vmic, start_vmic, vmic_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "tests" / "data" / "wav" / "ptbr_fleurs_000.wav"
@@ -47,11 +47,7 @@ def vmic() -> Iterator[VMic]:
 @pytest.fixture()
 def private_vmic() -> Iterator[VMic]:
     """A server of our own, for tests that kill or freeze it."""
-    require_vmic()
-    try:
-        mic = start_vmic(reuse=False)
-    except VMicError as exc:
-        pytest.fail(f"virtual mic failed to start: {exc}", pytrace=False)
+    mic = vmic_or_fail(reuse=False)
     yield mic
     pid = _daemon_pid(mic)
     if pid:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -228,13 +229,41 @@ def wait_until(pred: Callable[[], object], timeout: float, step: float = 0.02) -
     return bool(pred())
 
 
-def vmic_or_fail() -> VMic:
+def vmic_or_fail(reuse: bool = True, what: str = "virtual mic") -> VMic:
     """The virtual microphone for a test: skipped outside CI when parts are missing (see
-    require_vmic), a test failure when the server does not start."""
+    require_vmic), a test failure when the server does not start. reuse=False: a server of
+    the test's own (to kill or freeze, or a second one)."""
     import pytest
 
     require_vmic()
     try:
-        return start_vmic()
+        return start_vmic(reuse=reuse)
     except VMicError as exc:
-        pytest.fail(f"virtual mic failed to start: {exc}", pytrace=False)
+        pytest.fail(f"{what} failed to start: {exc}", pytrace=False)
+
+
+def finish_playing(runner: Any, player: Any, play_limit_s: float, done_limit_s: float) -> None:
+    """Pump the engine until the clip has played, a phrase-ending pause, then stop the live
+    stream and pump until its last results are in (each wait bounded: a failure, not a hang)."""
+    deadline = time.monotonic() + play_limit_s
+    while player.poll() is None:
+        assert time.monotonic() < deadline, "the clip did not finish playing"
+        runner.pump(0.05)
+    end = time.monotonic() + 1.5  # the last phrase's pause
+    while time.monotonic() < end:
+        runner.pump(0.05)
+    runner.stop_live()
+    deadline = time.monotonic() + done_limit_s
+    while not runner.live.done:
+        assert time.monotonic() < deadline, "session did not finish"
+        runner.pump(0.05)
+
+
+def start_recording(runner: Any, limit_s: float = 20.0) -> Any:
+    """A microphone session in PT, once capture says it is recording (its LiveStream)."""
+    live = runner.start_live(None, "pt")
+    deadline = time.monotonic() + limit_s
+    while live.mic_state != "recording":
+        assert time.monotonic() < deadline, f"mic not recording: {live.error}"
+        runner.pump(0.05)
+    return live

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal
@@ -32,12 +33,13 @@ from engine.messages import (
     WorkerStatus,
 )
 from engine.sessions import Session, SessionError, iter_sessions, load_session, store_name
-from engine.timefmt import minutes
+from engine.timefmt import clock, minutes
 from tui.bridge import EngineBridge
 from tui.screens.ask import AskScreen
 from tui.screens.choose import ChooseScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
+from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
 from tui.state import ConsoleState
 from tui.widgets.gauges import Gauges
 from tui.widgets.partial_line import PartialLine
@@ -84,6 +86,10 @@ class TranscrevApp(App[None]):
         Binding("left_square_bracket", "previous_match", "Prev", show=False,
                 tooltip="previous match"),
         Binding("escape", "clear_search", "Clear", show=False, tooltip="clear the search"),
+        Binding("s", "speed", "Speed", show=False,
+                tooltip="replay speed 1 / 2"),
+        Binding("y", "copy", "Copy", show=False,
+                tooltip="copy the search match, else all (OSC 52, works over SSH)"),
         Binding("l", "language", "Lang", tooltip="language"),
         Binding("d", "device", "Mic", show=False, tooltip="microphone (input device)"),
         Binding("g", "toggle_gauges", "Gauges", tooltip="show / hide worker gauges"),
@@ -123,6 +129,7 @@ class TranscrevApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._fit(self.size.width, self.size.height)
         self.set_interval(0.25, self.refresh_gauges)
         if self.recorded is not None:
             self._apply(self.recorded)
@@ -136,8 +143,23 @@ class TranscrevApp(App[None]):
         if self.record_at_start:
             self.action_record()
         elif self.replay:
-            self.bridge.open(self.replay, realtime=self.speed > 0, speed=self.speed or 1.0,
-                             language=self.language)
+            self.open_recording(self.replay)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.width, event.size.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        """Below the smallest size the console lays out in, a screen says so (the engine
+        goes on behind it); above it, the console is back as it was."""
+        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        screen = self.screen
+        if isinstance(screen, TooSmallScreen):
+            if small:
+                screen.show(width, height)
+            else:
+                self.pop_screen()
+        elif small:
+            self.push_screen(TooSmallScreen())
 
     def _post_from_thread(self, batch: list[EngineEvent]) -> None:
         self.post_message(EngineEvents(batch))
@@ -220,9 +242,10 @@ class TranscrevApp(App[None]):
         panes = self.query_one("#panes", Grid)
         if panes.has_class("hidden"):
             panes.remove_children()
-            # as many side-by-side columns as fit at ~38 cells each (2x2 at 80 columns)
+            # as many side-by-side columns as fit at ~30 cells each (2x2 from 60 columns:
+            # four panes stacked in 18 rows left one of them no line at all)
             count = max(1, len(self.state.speakers))
-            panes.styles.grid_size_columns = max(1, min(count, self.size.width // 38))
+            panes.styles.grid_size_columns = max(1, min(count, self.size.width // 30))
             for label in self.state.speakers:
                 view = TranscriptView(self.state, speaker=label, classes="pane")
                 view.border_title = self.state.name(label)
@@ -303,9 +326,41 @@ class TranscrevApp(App[None]):
         if self.state.paused:
             self.state.paused = False
             self.bridge.pause(False)
+        self.state.speed = self.speed
         self.bridge.open(str(Path(path).expanduser()), realtime=self.speed > 0,
                          speed=self.speed or 1.0, language=self.language)
         self.notify(f"opening {Path(path).name}")
+
+    def action_speed(self) -> None:
+        """A replay through the live path plays on at speed 2 (or back at 1) from where it
+        is; the next recording opened plays at it too. A fast replay has no pace to change."""
+        if self.speed == 0:
+            self.notify("This replay runs as fast as the engine goes (--speed fast).",
+                        severity="warning")
+            return
+        self.speed = 2.0 if self.speed < 2.0 else 1.0
+        self.state.speed = self.speed
+        if self.bridge is not None:
+            self.bridge.set_speed(self.speed)
+        self.refresh_gauges()
+
+    def action_copy(self) -> None:
+        """To the clipboard through OSC 52 (the terminal sets it, so it works over SSH):
+        the current search match with its speaker and time, else the whole transcript."""
+        segs = self.state.segments
+        if not segs:
+            self.notify("Nothing to copy yet.", severity="warning")
+            return
+        current = self.state.current_match
+        if current is not None and current < len(segs):
+            seg = segs[current]
+            text = f"[{clock(seg.start)}] {self.state.name(seg.speaker)}: {seg.text}"
+            what = "the selected line"
+        else:
+            text = render(self.state.transcript(), "txt")
+            what = f"the transcript ({len(segs)} lines)"
+        self.copy_to_clipboard(text)
+        self.notify(f"copied {what} to the clipboard", title="Copy")
 
     def action_export(self) -> None:
         if not self.state.segments:

@@ -74,6 +74,11 @@ class EngineBridge(threading.Thread):
     def stop_recording(self) -> None:
         self.commands.put(StopRecordingCommand())
 
+    def set_speed(self, speed: float) -> None:
+        """Thread-safe (like pause): a replay plays on at `speed` from where it is."""
+        if self.engine is not None:
+            self.engine.set_speed(speed)
+
     def pause(self, paused: bool) -> None:
         """Thread-safe: the engine's command channel takes messages from any thread."""
         if self.engine is not None:
@@ -121,6 +126,17 @@ class EngineBridge(threading.Thread):
                     cmd = None
                 try:
                     match cmd:
+                        case OpenCommand() if runner.live is not None:
+                            # another file while one replays: that one ends where it is
+                            runner.stop_live()
+                            self.commands.put(cmd)  # opened once its last results are in
+                            self._drain_live(runner)
+                        case OpenCommand(realtime=True):
+                            # at speed 1 or 2 a replay goes through the live path, as the
+                            # microphone would: partial line, phrases, live speaker labels,
+                            # then the same speaker pass at the end
+                            runner.start_live(cmd.path, cmd.language, cmd.speed,
+                                              session_dir=self.config.paths.recordings_dir)
                         case OpenCommand():
                             runner.transcribe(cmd.path, realtime=cmd.realtime,
                                               language=cmd.language, speed=cmd.speed,
@@ -137,15 +153,21 @@ class EngineBridge(threading.Thread):
                 self._flush(time.monotonic())
             if runner.live is not None:  # quitting while recording: keep every last phrase
                 runner.stop_live()
-                deadline = time.monotonic() + 5.0
-                while runner.live is not None and time.monotonic() < deadline:
-                    runner.pump(0.05)
-                    self._finish_live(runner)
-                if runner.live is not None:
-                    runner.close_live(runner.live)
+                self._drain_live(runner)
         finally:
             engine.stop()
             self._flush(time.monotonic())
+
+    def _drain_live(self, runner: Runner, limit_s: float = 5.0) -> None:
+        """Wait (up to limit_s) for a stopped live stream's last results, then close it."""
+        deadline = time.monotonic() + limit_s
+        while runner.live is not None and time.monotonic() < deadline:
+            runner.pump(0.05)
+            self._finish_live(runner)
+            self._flush(time.monotonic())
+        if runner.live is not None:
+            runner.close_live(runner.live)
+            runner.live = None
 
     @staticmethod
     def _finish_live(runner: Runner) -> None:

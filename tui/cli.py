@@ -26,6 +26,10 @@ def run_console(cfg: Config, args: argparse.Namespace) -> int:
                 state.apply(ev)
 
         return run_soak(cfg, args, observe)
+    if args.command == "bench" and args.minutes:  # bench --console --minutes N
+        from tui.bench import run_long_console_bench
+
+        return run_long_console_bench(cfg, args)
     if args.command == "bench":  # bench --console
         from tui.bench import run_console_bench
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from engine.messages import (
+    SAMPLE_RATE,
     DiarizationResult,
     EngineEvent,
     EngineFailed,
@@ -82,6 +83,9 @@ class ConsoleState:
     session_paths: dict[int, str] = field(default_factory=dict)  # stream -> session metadata
     session_path: str = ""  # the shown session's metadata file (renames are stored there)
     vocabulary: tuple[str, ...] = ()  # terms whisper is told to expect (status bar)
+    speed: float = 0.0  # a file's replay: audio s per wall s through the live path; 0 = fast
+    position_s: float = 0.0  # a replay at speed 1/2: audio played so far
+    done_s: float = 0.0  # audio transcribed so far (a fast replay's progress)
 
     def __post_init__(self) -> None:
         self.builder = TranscriptBuilder()
@@ -107,6 +111,7 @@ class ConsoleState:
                     self.stream_id = sid
                     self.names = {}
                     self.partial, self.recorded_s = "", 0.0
+                    self.position_s = self.done_s = 0.0
                     self.session_path = self.session_paths.get(sid, "")
                     self._changed(self.builder.reset())
                 mic = ev.format.startswith("mic")
@@ -131,6 +136,7 @@ class ConsoleState:
                     self.stream_id is not None and sid != self.stream_id):
                 pass  # a stream the console is no longer showing
             case TranscriptResult(segments=segs):
+                self.done_s = max(self.done_s, ev.upto_sample / SAMPLE_RATE)
                 if segs:
                     self.language = segs[-1].language or self.language
                     self.partial = ""
@@ -158,6 +164,8 @@ class ConsoleState:
                 self.errors.append(msg)
             case EngineMetrics(workers=workers, lag_s=lag):
                 self.lag_s = lag
+                if self.source_kind == "file" and ev.fed_s:
+                    self.position_s = ev.fed_s
                 for m in workers:
                     self._metrics(m)
             case _:
@@ -253,6 +261,17 @@ class ConsoleState:
         b = self.builder  # segments keep their own labels when there are no turns
         return Transcript(self.source or "session", self.duration_s, self.language, self.model,
                           list(b.segments), list(b.turns), bool(b.turns), dict(self.names))
+
+    def progress(self, now: float | None = None) -> tuple[float, float | None]:
+        """A fast replay: the share of the file transcribed, and the seconds left at the
+        pace so far (None until there is a pace to go by)."""
+        if not self.duration_s:
+            return 0.0, None
+        done = min(1.0, self.done_s / self.duration_s)
+        spent = self.elapsed_s(now)
+        if done <= 0.0 or spent <= 0.0:
+            return done, None
+        return done, spent * (1.0 - done) / done
 
     def elapsed_s(self, now: float | None = None) -> float:
         if self.started is None:

@@ -10,7 +10,12 @@ retry instead of waiting forever on silence.
 from __future__ import annotations
 
 import atexit
+import glob
+import os
 import queue
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +26,9 @@ import numpy as np
 
 from engine.messages import SAMPLE_RATE
 
-__all__ = ["InputDevice", "MicError", "Microphone", "list_input_devices", "rescan"]
+__all__ = ["NO_SOUND_SERVER_FIX", "InputDevice", "MicError", "Microphone", "SoundServer",
+           "input_label", "list_input_devices", "no_sound_server", "query_sound_server",
+           "rescan", "use_source"]
 
 
 class MicError(Exception):
@@ -338,3 +345,132 @@ class Microphone:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- the PulseAudio server behind the ALSA "pulse"/"default" devices ---------------------
+#
+# PortAudio reaches PulseAudio (or pipewire-pulse) through ALSA's pulse plugin, which is a
+# libpulse client: PULSE_SERVER picks the server (a laptop's, forwarded over `ssh -R`) and
+# PULSE_SOURCE the source; a PortAudio device index cannot name either.
+
+NO_SOUND_SERVER_FIX = ("start pulseaudio (pulseaudio --start), or forward a laptop's: on the "
+                       "laptop `pactl load-module module-native-protocol-tcp port=4713 "
+                       "listen=127.0.0.1 auth-ip-acl=127.0.0.1` and "
+                       "`ssh -R 4713:localhost:4713 HOST`, then PULSE_SERVER=tcp:localhost:4713 "
+                       "here")
+PACTL_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class SoundServer:
+    """What `pactl info` (or, without pactl, a socket probe) says about the sound server."""
+
+    target: str              # PULSE_SERVER, or "default socket"
+    reachable: bool
+    error: str = ""          # one line, when not reachable
+    name: str = ""           # "pulseaudio", "PulseAudio (on PipeWire 0.3.65)"
+    address: str = ""        # pactl's "Server String"
+    host: str = ""           # the server's host name
+    default_source: str = ""
+    checked_with: str = "pactl"  # pactl | socket
+
+
+def use_source(source: str) -> None:
+    """Record from this Pulse source in this process (PULSE_SOURCE, read by libpulse when the
+    ALSA pulse plugin connects); "" keeps the environment's, i.e. the server's default."""
+    if source:
+        os.environ["PULSE_SOURCE"] = source
+
+
+def _native_socket_default() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    for path in (os.path.join(runtime, "pulse", "native"), "/var/run/pulse/native"):
+        if os.path.exists(path):
+            return path
+    return os.path.join(runtime, "pulse", "native")
+
+
+def _probe_socket(server: str, timeout: float) -> str:
+    """Connect to the first entry of a PULSE_SERVER value (or the default socket) without
+    libpulse; "" when something listens there, else why not (one line)."""
+    entry = server.split()[0] if server.strip() else ""
+    if entry.startswith("{"):  # "{machine-id}unix:/path": only for that machine
+        entry = entry.split("}", 1)[-1]
+    try:
+        if not entry or entry.startswith("unix:") or entry.startswith("/"):
+            path = entry[5:] if entry.startswith("unix:") else (entry or _native_socket_default())
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(path)
+            return ""
+        for prefix in ("tcp4:", "tcp6:", "tcp:"):
+            if entry.startswith(prefix):
+                entry = entry[len(prefix):]
+                break
+        host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        with socket.create_connection((host.strip("[]") or "localhost", int(port or 4713)),
+                                      timeout=timeout):
+            return ""
+    except (OSError, ValueError) as exc:
+        return str(exc).strip() or type(exc).__name__
+
+
+def query_sound_server(timeout: float = PACTL_TIMEOUT_S) -> SoundServer:
+    """Ask the sound server this process would use who it is (bounded by `timeout`, so a
+    hung server or a dead tunnel cannot hang the caller)."""
+    target = os.environ.get("PULSE_SERVER") or "default socket"
+    pactl = shutil.which("pactl")
+    if pactl is None:  # pulseaudio-utils is optional: is anything listening at least?
+        why = _probe_socket(os.environ.get("PULSE_SERVER", ""), timeout)
+        return SoundServer(target, not why, f"{target}: {why}" if why else "",
+                           checked_with="socket")
+    try:
+        proc = subprocess.run([pactl, "info"], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return SoundServer(target, False, f"{target}: no answer within {timeout:.0f} s")
+    except OSError as exc:
+        return SoundServer(target, False, f"pactl failed: {_one_line(exc)}")
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["not reachable"])[-1]
+        return SoundServer(target, False, f"{target}: {why}")
+    info = {k.strip(): v.strip() for k, v in
+            (ln.split(":", 1) for ln in proc.stdout.splitlines() if ":" in ln)}
+    return SoundServer(target, True, name=info.get("Server Name", ""),
+                       address=info.get("Server String", ""), host=info.get("Host Name", ""),
+                       default_source=info.get("Default Source", ""))
+
+
+def _has_alsa_capture() -> bool:
+    """A sound card with a capture device, usable without a sound server."""
+    return bool(glob.glob("/dev/snd/pcmC*D*c"))
+
+
+def no_sound_server(timeout: float = PACTL_TIMEOUT_S) -> str | None:
+    """One line saying there is no sound server and how to fix it, or None when recording
+    can work: a server answers, or (PULSE_SERVER unset) a sound card can be used directly."""
+    found = query_sound_server(timeout)
+    if found.reachable:
+        return None
+    if not os.environ.get("PULSE_SERVER") and _has_alsa_capture():
+        return None
+    return f"no sound server ({found.error}); fix: {NO_SOUND_SERVER_FIX}"
+
+
+def input_label(device: InputDevice | None, server: SoundServer | None = None) -> str:
+    """Where a live recording comes from, short enough for the status bar: "SOURCE @ SERVER"
+    for a Pulse device ("vmic @ tcp:localhost:4713"), else the ALSA device's name."""
+    name = device.name if device else "default"
+    if device is not None and name not in ("default", "pulse") and "pulse" not in name.lower():
+        return name  # a sound card opened directly: no sound server involved
+    env_server = os.environ.get("PULSE_SERVER", "").strip()
+    if server is None and not (os.environ.get("PULSE_SOURCE") and env_server):
+        server = query_sound_server(2.0)
+    source = (os.environ.get("PULSE_SOURCE") or (server.default_source if server else "")
+              or "default")
+    where = env_server.split()[0] if env_server else "local"
+    if where.startswith("{"):
+        where = where.split("}", 1)[-1]
+    if server is not None and server.reachable and server.host and where == "local":
+        where = server.host
+    return f"{source} @ {where}"

@@ -30,6 +30,20 @@ def load_corpus(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]] |
     return corpus, clips
 
 
+def real_clip_paths(args: argparse.Namespace) -> list[Path] | None:
+    """The corpus's recorded (non-synthetic) clips, for runs that loop real speech; None
+    after a one-line error."""
+    loaded = load_corpus(args)
+    if loaded is None:
+        return None
+    corpus, clips = loaded
+    paths = [corpus / c["file"] for c in clips if not c.get("synthetic")]
+    if not paths:
+        print("transcrevai: no (non-synthetic) clips in the corpus", file=sys.stderr)
+        return None
+    return paths
+
+
 def clip_language(clip: dict[str, Any]) -> str | None:
     """Manifest languages look like "pt-BR" or "pt (variety not stated)": the code."""
     return re.sub(r"[^a-z].*", "", clip["language"].lower()) or None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ import numpy as np
 import psutil
 import soundfile as sf
 
-from engine.bench.corpus import load_corpus
+from engine.bench.corpus import real_clip_paths
 from engine.config import Config
 from engine.messages import SAMPLE_RATE, EngineEvent
 from engine.runner import Runner
@@ -120,13 +119,8 @@ def _settled(engine: Supervisor) -> dict[str, float]:
 
 
 def run_soak(cfg: Config, args: argparse.Namespace, observer: Observer | None = None) -> int:
-    loaded = load_corpus(args)
-    if loaded is None:
-        return 2
-    corpus, clips = loaded
-    paths = [corpus / c["file"] for c in clips if not c.get("synthetic")]
-    if not paths:
-        print("transcrevai: no (non-synthetic) clips in the corpus", file=sys.stderr)
+    paths = real_clip_paths(args)
+    if paths is None:
         return 2
     minutes = float(args.soak)
     report = soak(cfg, paths, minutes, observer, verbose=not args.json)

@@ -15,6 +15,7 @@ capture process was running.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -24,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.mic import MicError, Microphone, rescan
+from engine.audio.mic import (
+    MicError,
+    Microphone,
+    input_label,
+    no_sound_server,
+    rescan,
+    use_source,
+)
 from engine.audio.recorder import RecorderError, WavRecorder
 from engine.audio.source import AudioFileError, AudioInfo, probe, read_blocks
 from engine.channel import Sender
@@ -41,6 +49,7 @@ from engine.messages import (
     MicLevel,
     MicStatus,
     OpenFile,
+    Pace,
     Pause,
     Resend,
     Role,
@@ -86,6 +95,21 @@ class _Stream:
     block_samples: int = 0  # the read size, so a re-read gives the very same chunks
 
 
+def _why_no_mic(exc: MicError, device: str | None) -> str:
+    """A microphone that never opened: "no sound server" with its fix when that is the cause
+    (PortAudio alone would only say there is no default input); a device asked for by name
+    is reported as such."""
+    if device:
+        return str(exc)
+    server = no_sound_server()
+    if server:
+        return server
+    source = os.environ.get("PULSE_SOURCE")
+    if source:
+        return f"{exc} (source {source!r}: is it in `pactl list short sources`?)"
+    return str(exc)
+
+
 @dataclass
 class _MicStream:
     sid: int
@@ -118,6 +142,7 @@ class CaptureHandler(Handler):
         self.streams: dict[int, _Stream] = {}
         self.mics: dict[int, _MicStream] = {}
         self.live = config.live
+        use_source(config.live.source)  # before PortAudio connects to the sound server
         self.live_block = max(1, int(config.live.block_s * SAMPLE_RATE))
         self.fed_s = 0.0
         self.paused_at: float | None = None
@@ -136,6 +161,18 @@ class CaptureHandler(Handler):
                 yield self._devices()
             case StopStream(stream_id=sid) if sid in self.mics:
                 self.mics[sid].stopping = True
+            case StopStream(stream_id=sid) if sid in self.streams:
+                stopped = self.streams[sid]
+                if not stopped.done_reading:  # a replay closed mid-way: it ends where it is
+                    yield from self._finish(stopped)
+            case Pace(speed=speed):
+                ref = self.paused_at or time.monotonic()
+                for paced in self.streams.values():
+                    if paced.realtime:  # the same play position, from now at the new pace
+                        played = min((ref - paced.t0) * paced.speed,
+                                     paced.offset / SAMPLE_RATE)
+                        paced.speed = max(speed, 0.01)
+                        paced.t0 = ref - played / paced.speed
             case Acked(role=role, stream_id=sid, upto_sample=upto) if sid in self.mics:
                 m = self.mics[sid]
                 if role in m.consumers:
@@ -307,15 +344,15 @@ class CaptureHandler(Handler):
             if not m.ever_opened:  # no microphone at all: say so once, end the stream
                 m.recorder.close()
                 Path(m.path).unlink(missing_ok=True)
-                yield StreamError(m.sid, str(exc))
+                yield StreamError(m.sid, _why_no_mic(exc, m.device))
                 m.stopping = True
                 yield from self._stop_mic(m, announce=False)
                 return
             yield from self._lost(m, str(exc))
             return
         m.mic, m.ever_opened, m.retry_delay = mic, True, 0.0
-        name = mic.device_info.name if mic.device_info else str(m.device or "default")
-        yield MicStatus(m.sid, "recording", name, path=m.path)
+        origin = input_label(mic.device_info)
+        yield MicStatus(m.sid, "recording", origin, path=m.path, origin=origin)
 
     def _lost(self, m: _MicStream, why: str) -> Iterator[EngineEvent]:
         if m.mic is not None:

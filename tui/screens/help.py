@@ -11,9 +11,13 @@ from collections.abc import Iterable
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+DOCTOR = ("Microphone, sound server, models or terminal not working? In a shell, run\n"
+          "  transcrevai doctor\n"
+          "It checks each of them and says how to fix what it finds.")
 
 
 class HelpScreen(ModalScreen[None]):
@@ -31,7 +35,8 @@ class HelpScreen(ModalScreen[None]):
         for binding in self.keys:
             table.add_row(self.app.get_key_display(binding),
                           binding.tooltip or binding.description)
-        with Vertical(id="help-box"):
+        with VerticalScroll(id="help-box"):  # scrolls in a short terminal
             yield Static("TranscrevAI — keys", id="help-title")
             yield Static(table, id="help-keys")
-            yield Static("Esc closes", id="help-foot")
+            yield Static(DOCTOR, id="help-doctor")
+            yield Static("Esc closes · ↑/↓ scroll", id="help-foot")

@@ -11,6 +11,8 @@ from textual.widgets import Static
 from tui.state import ConsoleState, WorkerView
 
 BAR = 6
+NARROW = 70  # columns below which the heartbeat age is left out
+MEDIUM = 90  # ... and the model
 
 
 def memory_bar(w: WorkerView) -> Text:
@@ -42,19 +44,29 @@ class Gauges(Static):
         self.heartbeat_interval = heartbeat_interval
 
     def sync(self, now: float | None = None) -> None:
+        """Columns a narrow terminal has no room for are left out whole (model first, then
+        heartbeat age) rather than cut mid-word."""
         now = time.monotonic() if now is None else now
+        width = self.content_size.width or self.app.size.width
         table = Table(box=None, expand=True, pad_edge=False, show_edge=False)
         table.add_column("worker", no_wrap=True, style="bold", min_width=13)
-        table.add_column("state", no_wrap=True, min_width=8)
+        table.add_column("state", no_wrap=True, min_width=8, overflow="ellipsis")
         table.add_column("memory", no_wrap=True, min_width=18)
-        table.add_column("beat", no_wrap=True, justify="right")
+        if width >= NARROW:
+            table.add_column("beat", no_wrap=True, justify="right")
         table.add_column("rst", no_wrap=True, justify="right")
         table.add_column("ratio", no_wrap=True, justify="right")
-        table.add_column("model", no_wrap=True, overflow="ellipsis", ratio=1)
+        if width >= MEDIUM:
+            table.add_column("model", no_wrap=True, overflow="ellipsis", ratio=1)
         for w in self.state.workers.values():
             late = w.heartbeat_age_s > 2 * self.heartbeat_interval
             beat = Text(f"{w.heartbeat_age_s:.1f}s", style="bold red" if late else "")
             ratio = "-" if w.processing_ratio is None else f"{w.processing_ratio:.2f}"
-            table.add_row(w.role, state_text(w, now), memory_bar(w), beat, str(w.restarts),
-                          ratio, w.model or "-")
+            cells: list[str | Text] = [w.role, state_text(w, now), memory_bar(w)]
+            if width >= NARROW:
+                cells.append(beat)
+            cells += [str(w.restarts), ratio]
+            if width >= MEDIUM:
+                cells.append(w.model or "-")
+            table.add_row(*cells)
         self.update(table)

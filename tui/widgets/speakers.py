@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-# ANSI base colours: shown in 16- and 256-colour terminals alike (no true colour needed)
-COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "red", "bright_cyan",
-           "bright_magenta")
+# Fixed colours, each a different colour again when the terminal has only 256 or 16: ANSI
+# names were converted through Textual's theme first, where red, magenta and bright magenta
+# all became #f4005f and cyan and bright cyan one colour too, so speakers 2, 6 and 8 looked
+# alike (tests/test_console_sizes.py checks the 16- and 256-colour downgrades)
+COLOURS = ("#00d7ff", "#ff5fd7", "#ffd700", "#5fd75f", "#5f87ff", "#ff5f5f", "#d75f00",
+           "#00af87")
 MARKERS = ("●", "■", "▲", "◆", "○", "□", "△", "◇")
 
 

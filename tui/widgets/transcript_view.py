@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.geometry import Size
 from textual.widgets import RichLog
 
@@ -20,9 +22,10 @@ from tui.widgets.speakers import speaker_style
 
 
 def render_segment(state: ConsoleState, seg: Segment, first_of_turn: bool,
-                   only: str | None = None, hit: int = 0, plain: bool = False) -> Text:
+                   only: str | None = None, hit: int = 0, plain: bool = False) -> Table:
     """One segment's line; `hit` 1 marks a search match, 2 the current one; `plain` (no
-    colour): speakers differ by name and marker only, text keeps full contrast."""
+    colour): speakers differ by name and marker only, text keeps full contrast. The text
+    sits in a column of its own, so its wrapped lines hang under it, not under the label."""
     speakers = state.speakers
     label = seg.speaker or "UNKNOWN"
     colour, marker = speaker_style(speakers.index(label) if label in speakers else -1)
@@ -40,8 +43,17 @@ def render_segment(state: ConsoleState, seg: Segment, first_of_turn: bool,
     style = colour if only is None else ""
     if hit:
         style = f"{style} reverse" if hit == 2 else f"{style} underline"
-    line.append(seg.text, style=style.strip())
-    return line
+    return hanging(line, Text(seg.text, style=style.strip()))
+
+
+def hanging(prefix: Text, body: Text) -> Table:
+    """`prefix` then `body`, the body's wrapped lines indented to where it starts (a prefix
+    wider than half the width wraps too, so narrow panes still show the text)."""
+    grid = Table.grid(padding=0)
+    grid.add_column(no_wrap=False, max_width=max(1, prefix.cell_len))
+    grid.add_column(ratio=1, overflow="fold")
+    grid.add_row(prefix, body)
+    return grid
 
 
 _NOBODY = object()  # "no previous line": differs even from an unlabelled speaker (None)
@@ -61,18 +73,21 @@ class TranscriptView(RichLog):
         self._line_of: dict[int, int] = {}  # segment index -> first line in the log
         self._order: list[int] = []  # segment indices shown, ascending (for bisect)
         self._search: tuple[str, int | None] = ("", None)
+        self._width = 0  # the width lines were last wrapped at
+        self._stale = False  # wrapped at another width: redraw everything
 
     def sync(self) -> None:
         """Bring the log up to date with the state: append new segments, redraw from the
         first segment whose label changed (live speaker updates touch only the last few), and
         everything only when names or the search change."""
-        if self.state.version == self._version:
+        if self.state.version == self._version and not self._stale:
             return
         segs = self.state.segments
         search = (self.state.query, self.state.current_match)
         start = self.state.changed_from(self._version)
-        if start is None or self._names_changed() or search != self._search or \
-                self._shown > len(segs):
+        if start is None or self._stale or self._names_changed() or \
+                search != self._search or self._shown > len(segs):
+            self._stale = False
             self.clear()
             self._shown = 0
             self._line_of = {}
@@ -104,6 +119,18 @@ class TranscriptView(RichLog):
         self.auto_scroll = not self.state.query  # stay on the match while searching
         if current is not None and current in self._line_of:
             self.scroll_to(y=max(0, self._line_of[current] - 2), animate=False)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Lines are wrapped when written: a new width redraws them all, so nothing is cut
+        off when the window narrows and lines fill it again when it widens."""
+        super().on_resize(event)
+        width = event.size.width
+        if width and width != self._width:
+            first = self._width == 0
+            self._width = width
+            if not first:
+                self._stale = True
+                self.sync()
 
     def _truncate(self, n_lines: int) -> None:
         """Drop the log's lines from `n_lines` on (RichLog can only append or clear)."""
