@@ -499,9 +499,9 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
         if console is None:
             raise UserError("the console is not part of this entry point; run `transcrevai`")
         if args.command == "live":
-            from engine.doctor import sound_server_problem
+            from engine.audio.mic import no_sound_server
 
-            problem = sound_server_problem()  # say it here, not inside a full screen
+            problem = no_sound_server()  # say it here, not inside a full screen
             if problem:
                 _err(problem)
                 return EXIT_FAILURE

@@ -24,15 +24,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.config import Config
 
-__all__ = ["Check", "blocking", "format_report", "run_checks", "sound_server_problem",
-           "to_json"]
+__all__ = ["Check", "blocking", "format_report", "run_checks", "to_json"]
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_COLS, MIN_ROWS = 60, 18
 DISK_WARN_BYTES, DISK_FAIL_BYTES = 1 << 30, 100 << 20
 CAPTURE_S = 1.0
 SILENT_DBFS = -70.0
-PACTL_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -194,7 +192,7 @@ def check_sound_server() -> Check:
     from engine.audio.mic import NO_SOUND_SERVER_FIX, query_sound_server
 
     name = "sound server"
-    found = query_sound_server(PACTL_TIMEOUT_S)
+    found = query_sound_server()
     if not found.reachable:
         return Check(name, WARN, found.error, NO_SOUND_SERVER_FIX)
     if found.checked_with == "socket":
@@ -205,14 +203,6 @@ def check_sound_server() -> Check:
     which = "source (PULSE_SOURCE)" if os.environ.get("PULSE_SOURCE") else "default source"
     return Check(name, OK, f"{found.name or 'server'} at {where} on {found.host or '?'}; "
                  f"{which} {source}")
-
-
-def sound_server_problem() -> str | None:
-    """One line when `live` cannot record because no sound server answers (with its fix),
-    else None; the same test the live command runs before opening the console."""
-    from engine.audio.mic import no_sound_server
-
-    return no_sound_server(PACTL_TIMEOUT_S)
 
 
 def _capture_level(device: str | None, seconds: float) -> tuple[str, float]:
@@ -360,8 +350,10 @@ def run_checks(config_path: Path | None = None) -> list[Check]:
     checks.append(needs_cfg("whisper model", check_whisper))
     checks.append(needs_cfg("diarization models", check_diarization))
     checks.append(needs_cfg("quantization levels", check_levels))
-    if cfg is not None and cfg.live.source:  # the source `live` would record from
-        os.environ["PULSE_SOURCE"] = cfg.live.source
+    if cfg is not None:  # the source `live` would record from
+        from engine.audio.mic import use_source
+
+        use_source(cfg.live.source)
     checks.append(_guarded("portaudio", check_portaudio))
     checks.append(_guarded("sound server", check_sound_server))
     checks.append(_guarded("microphone", lambda: check_microphone(cfg)))

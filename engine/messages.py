@@ -279,9 +279,6 @@ class MicStatus:
     detail: str = ""
     retry_in: float = 0.0
     path: str = ""  # the session's WAV
-    # where "recording" records from, short: "SOURCE @ SERVER" for a Pulse source
-    # ("vmic @ tcp:localhost:4713", a laptop's mic over `ssh -R`), else the device's name
-    origin: str = ""
 
 
 @dataclass(frozen=True)

@@ -351,8 +351,9 @@ class CaptureHandler(Handler):
             yield from self._lost(m, str(exc))
             return
         m.mic, m.ever_opened, m.retry_delay = mic, True, 0.0
-        origin = input_label(mic.device_info)
-        yield MicStatus(m.sid, "recording", origin, path=m.path, origin=origin)
+        # where it records from: "SOURCE @ SERVER" for a Pulse source ("vmic @
+        # tcp:localhost:4713", a laptop's mic over `ssh -R`), else the device's name
+        yield MicStatus(m.sid, "recording", input_label(mic.device_info), path=m.path)
 
     def _lost(self, m: _MicStream, why: str) -> Iterator[EngineEvent]:
         if m.mic is not None:
