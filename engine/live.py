@@ -24,10 +24,11 @@ from engine.messages import (
     SpeakerTurn,
     StreamError,
     StreamOpened,
+    StreamRewound,
     TranscriptResult,
 )
 from engine.sessions import SessionWriter
-from engine.transcript import Transcript, TranscriptBuilder
+from engine.transcript import Transcript, TranscriptBuilder, trimmed_turns
 
 
 @dataclass
@@ -65,6 +66,8 @@ class LiveStream:
     # (filter, text) the hallucination/repetition guards removed (benchmarks score it)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     _unlabelled: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
+    # (start, end) of each committed segment, kept even when the text is not (seeks snap)
+    spans: list[tuple[float, float]] = field(default_factory=list)
     _labelled_upto: float = 0.0
     # committed segments labelled by the live turns, then by the refined ones
     builder: TranscriptBuilder = field(default_factory=TranscriptBuilder)
@@ -90,6 +93,7 @@ class LiveStream:
                     self.partial = ""
                     if self.keep:
                         self.builder.add_segments(r.segments)
+                    self.spans += [(seg.start, seg.end) for seg in r.segments]
                     for seg in r.segments:
                         self._journal_segment(seg)
                         if self.stats.t0 is not None:
@@ -128,6 +132,21 @@ class LiveStream:
                 if self.journal:
                     self.journal.turns(turns, refined=True)
                 self.diarized = self.diarized or d.final
+            case StreamRewound(role="transcription", to_sample=to):
+                at = to / SAMPLE_RATE
+                self.partial = ""
+                self.builder.drop_segments_from(at)
+                self.spans = [(a, b) for a, b in self.spans if b <= at]
+                self._unlabelled = [(end, w) for end, w in self._unlabelled if end <= at]
+                if self.journal:
+                    self.journal.seek("transcription", at)
+            case StreamRewound(role="diarization", to_sample=to):
+                at = to / SAMPLE_RATE
+                self.turns = trimmed_turns(self.turns, at)
+                if self.keep and self.refined is None:
+                    self.builder.trim_turns(at)
+                if self.journal:
+                    self.journal.seek("diarization", at)
             case MicStatus(state=state):
                 self.mic_state = state
             case MicLevel(recorded_s=rec, overflows=ov):

@@ -129,6 +129,9 @@ class StreamStart:
     start_sample: int = 0
     live: bool = False
     path: str = ""  # live: the audio on disk (the offline speaker pass at the end reads it)
+    # a replay seeked to `start_sample`: start there even before audio already published,
+    # drop what came from `start_sample` on, keep the voices heard so far
+    rewind: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,9 @@ class Acked:
     role: Role
     stream_id: int
     upto_sample: int
+    # `role` restarted the stream at `upto_sample` after a seek (its acks before this were
+    # for the audio before the seek)
+    rewound: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,19 @@ class Pace:
 
 
 @dataclass(frozen=True)
+class Seek:
+    """To capture: move a real-time file stream's play position by `by_s` seconds (negative:
+    back). Its consumers restart at the new position (StreamStart with rewind) and each says
+    so with StreamRewound, so results from before and after the seek never mix."""
+
+    stream_id: int
+    by_s: float
+    # committed segments (start, end) near the play position: a seek back that lands inside
+    # one moves to its start, so the phrase is transcribed again whole, not from mid-word
+    spans: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Attach:
     """A fresh channel end replacing a broken one (a peer was restarted).
 
@@ -208,7 +227,7 @@ class ReloadModels:
 
 
 WorkerInput = (OpenFile | StopStream | ListDevices | StreamStart | AudioChunk | EndOfStream
-               | Acked | Resend | Attach | Pause | Pace | Shutdown | ReloadModels)
+               | Acked | Resend | Attach | Pause | Pace | Seek | Shutdown | ReloadModels)
 
 
 # ---------------------------------------------------------------- events to the engine
@@ -401,6 +420,17 @@ class ModelLevels:
 
 
 @dataclass(frozen=True)
+class StreamRewound:
+    """From a consumer: it restarted `stream_id` at `to_sample` after a seek. Its results
+    before this event cover audio up to the old position; a result at or after `to_sample`
+    that came before it is superseded."""
+
+    stream_id: int
+    role: Role
+    to_sample: int
+
+
+@dataclass(frozen=True)
 class EngineMetrics:
     workers: tuple[WorkerMetrics, ...]
     lag_s: float  # audio fed to the engine minus audio transcribed, current stream
@@ -410,5 +440,5 @@ class EngineMetrics:
 EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
     | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError
-    | FaultFired | EngineMetrics | ModelLevels | SessionOpened | EngineFailed
+    | FaultFired | EngineMetrics | ModelLevels | SessionOpened | EngineFailed | StreamRewound
 )

@@ -26,6 +26,7 @@ from engine.messages import (
     SessionOpened,
     StreamError,
     StreamOpened,
+    StreamRewound,
     TranscriptResult,
     WorkerError,
     WorkerState,
@@ -35,6 +36,8 @@ from engine.sessions import SessionWriter
 from engine.supervisor import Supervisor
 from engine.transcript import Transcript, TranscriptBuilder
 from engine.workers.spec import SPECS
+
+SEEK_SPANS = 64  # committed phrases a seek back may land in (phrases are ≤ 10 s: minutes)
 
 
 class EngineFailure(Exception):
@@ -187,6 +190,13 @@ class Runner:
         if self.live is not None:
             self.engine.stop_stream(self.live.sid)
 
+    def seek(self, by_s: float) -> None:
+        """Move a paced replay's play position by `by_s` seconds; a seek back transcribes
+        that stretch again (superseded text and turns go when the workers say they restarted,
+        so what was in flight never mixes in), a seek forward leaves a stretch out."""
+        if self.live is not None and not self.live.mic:
+            self.engine.seek(self.live.sid, by_s, tuple(self.live.spans[-SEEK_SPANS:]))
+
     def run_live(self, source: str, language: str | None = None,
                  speed: float = 1.0) -> LiveStream:
         """Feed a whole file through the live path and wait for its last results."""
@@ -263,7 +273,7 @@ class Runner:
             live.apply(ev, time.monotonic(), self.diarizing)
             self._report_session_failure(live.sid, live.journal)
             if isinstance(ev, StreamError | TranscriptResult | DiarizationResult | MicStatus
-                          | MicLevel | PartialResult | StreamOpened):
+                          | MicLevel | PartialResult | StreamOpened | StreamRewound):
                 return
         match ev:
             case WorkerStatus(role=role, state=WorkerState.READY, load_s=load_s, model=model):

@@ -27,7 +27,13 @@ from typing import Any
 
 from engine.fileio import atomic_write_text
 from engine.messages import Segment, SpeakerTurn, Word
-from engine.transcript import Transcript, assign_speakers, fold, without_speakers
+from engine.transcript import (
+    Transcript,
+    assign_speakers,
+    fold,
+    trimmed_turns,
+    without_speakers,
+)
 
 META_SUFFIX = ".meta.json"
 JOURNAL_SUFFIX = ".jsonl"
@@ -192,6 +198,11 @@ class SessionWriter:
         self._write({"type": "refined" if refined else "turns",
                      "turns": [[t.start, t.end, t.speaker] for t in turns]})
 
+    def seek(self, role: str, to_s: float) -> None:
+        """A replay seeked back to `to_s`: `role`'s records from there on are superseded
+        (segments for "transcription", live turns for "diarization")."""
+        self._write({"type": "seek", "role": role, "to": round(to_s, 3)})
+
     def close(self, duration_s: float | None = None, status: str = "complete") -> None:
         if self._f is not None:
             try:
@@ -329,6 +340,11 @@ def _apply(rec: dict[str, Any], sess: Session) -> None:
             sess.meta.model = str(rec["model"])
     elif kind == "turns":
         sess.turns += [SpeakerTurn(float(a), float(b), str(s)) for a, b, s in rec["turns"]]
+    elif kind == "seek" and rec["role"] == "transcription":
+        to = float(rec["to"])
+        sess.segments = [seg for seg in sess.segments if seg.end <= to]
+    elif kind == "seek":
+        sess.turns = trimmed_turns(sess.turns, float(rec["to"]))
     elif kind == "refined":
         sess.refined = [SpeakerTurn(float(a), float(b), str(s)) for a, b, s in rec["turns"]]
     else:

@@ -45,10 +45,12 @@ from engine.messages import (
     ReloadModels,
     Resend,
     Role,
+    Seek,
     Shutdown,
     StopStream,
     StreamError,
     StreamOpened,
+    StreamRewound,
     WorkerError,
     WorkerMetrics,
     WorkerState,
@@ -388,6 +390,13 @@ class Supervisor:
         self.stopped.add(stream_id)
         self._send("capture", StopStream(stream_id))
 
+    def seek(self, stream_id: int, by_s: float,
+             spans: tuple[tuple[float, float], ...] = ()) -> None:
+        """Move a paced replay's play position by `by_s` seconds, back to a phrase's start
+        when it lands inside one of `spans` (StreamRewound follows from capture, then from
+        each consumer as it restarts there)."""
+        self._send("capture", Seek(stream_id, by_s, spans))
+
     def pause(self, paused: bool) -> None:
         """Stop or resume reading sources (a restarted capture inherits the state)."""
         self.paused = paused
@@ -457,6 +466,11 @@ class Supervisor:
                 slot.last_error = msg
                 slot.no_retry = slot.no_retry or not ev.retry
                 log.warning("%s worker error: %s", role, msg)
+            case StreamRewound(stream_id=sid, role="capture", to_sample=to):
+                self.fed_s = to / SAMPLE_RATE  # the position moves now, not at the next beat
+            case StreamRewound(stream_id=sid, role=role, to_sample=to) if role in self.acks:
+                self.acks[role][sid] = to  # results from here on are after the seek
+                self._send("capture", Acked(role, sid, to, rewound=True))
             case StreamOpened(stream_id=sid):
                 if sid in self._pending_open:
                     self.streams[sid] = self._pending_open.pop(sid)

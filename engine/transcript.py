@@ -180,6 +180,12 @@ def without_speakers(segments: Sequence[Segment]) -> list[Segment]:
     return [replace(s, speaker=UNKNOWN_SPEAKER) for s in segments]
 
 
+def trimmed_turns(turns: Sequence[SpeakerTurn], t: float) -> list[SpeakerTurn]:
+    """Turns as they were before `t`: later ones dropped, one across it cut there."""
+    return [tt if tt.end <= t else SpeakerTurn(tt.start, round(t, 3), tt.speaker)
+            for tt in turns if tt.start < t]
+
+
 class TranscriptBuilder:
     """Committed segments and speaker turns folded into a labelled transcript, incrementally.
 
@@ -247,6 +253,20 @@ class TranscriptBuilder:
             return self.set_turns(turns)
         self.turns, self.has_turns = [], False
         return self._relabel(0)
+
+    def drop_segments_from(self, t: float) -> int:
+        """A replay seeked back to `t`: its segments from there on are transcribed again
+        (one across `t` too: audio from `t` is all the workers hear again)."""
+        first = next((i for i, seg in enumerate(self.raw) if seg.end > t), len(self.raw))
+        del self.raw[first:]
+        return self._relabel(first)
+
+    def trim_turns(self, t: float) -> int:
+        """A replay seeked back to `t`: speaker turns end there (they come again)."""
+        self.turns = trimmed_turns(self.turns, t)
+        if self._index is not None:
+            self._index = TurnIndex(self.turns)
+        return self._relabel(self._affected_from(t))
 
     def _affected_from(self, t: float) -> int:
         """First raw segment that turns starting at `t` can relabel (they end near or after

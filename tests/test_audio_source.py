@@ -94,3 +94,11 @@ def test_truncated_wav_is_flagged_and_what_is_there_is_read(tmp_path: Path) -> N
     got = sum(len(b) for b in read_blocks(info, 16000))
     assert 0.9 * 16000 <= got <= 1.05 * 16000
     assert not probe(tmp_path / "ok.wav").truncated
+
+
+def test_reading_from_a_sample_gives_the_rest_of_the_file() -> None:
+    """A replay seeked mid-way reads the file from there (16 kHz sample index)."""
+    path = clip_path("ptbr_fleurs_000")
+    ref, _ = sf.read(path, dtype="float32")
+    audio = np.concatenate(list(read_blocks(probe(path), 4000, start_sample=80_000)))
+    np.testing.assert_array_equal(audio, ref[80_000:])

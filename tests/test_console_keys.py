@@ -219,7 +219,8 @@ async def _next_position(app: TranscrevApp) -> tuple[float, float]:
 async def test_replay_at_speed_one_fills_the_screen_as_it_plays(tmp_path: Path) -> None:
     """`transcrevai replay FILE --speed 1` goes through the live path like the microphone:
     the partial line and committed words appear while the recording still plays; `space`
-    holds the play position, `s` plays on at speed 2 from where it is; at the end the
+    holds the play position, `←` plays a stretch again, `s` plays on at speed 2 from where
+    it is; at the end the
     speaker pass runs and the replay is kept as a complete session. (Real workers, models
     and pacing; the demo recording, 30 s.)"""
     from engine.sessions import iter_sessions
@@ -251,6 +252,23 @@ async def test_replay_at_speed_one_fills_the_screen_as_it_plays(tmp_path: Path) 
         await pilot.press("space")
         assert not app.state.paused
 
+        # ← plays again from up to 5 s back (from where its phrase starts): the position
+        # moves at once, and that stretch's text goes until it is transcribed again
+        await asyncio.sleep(1.0)
+        here = app.state.position_s
+        await pilot.press("left")
+        for _ in range(200):
+            if app.state.position_s < here - 2:
+                break
+            await asyncio.sleep(0.05)
+        back = app.state.position_s
+        assert back < here - 2, (here, back)
+        for _ in range(200):
+            if all(seg.end <= back + 1e-3 for seg in app.state.segments):
+                break
+            await asyncio.sleep(0.05)
+        assert all(seg.end <= back + 1e-3 for seg in app.state.segments), back
+
         await pilot.press("s")
         assert app.speed == 2.0 and "▶ 2×" in str(app.query_one("#status").render())
         # the position arrives once a second and is up to 1 s old when it does, so the rate
@@ -271,3 +289,6 @@ async def test_replay_at_speed_one_fills_the_screen_as_it_plays(tmp_path: Path) 
         assert sessions and sessions[0].status == "complete", sessions
         assert len(app.state.segments) >= 4 and len(app.state.speakers) >= 2
         assert sessions[0].words >= 20  # the journal has the committed phrases
+        segs = app.state.segments  # the stretch played twice is there once
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(segs, segs[1:], strict=False))
+        assert [s.text for s in sessions[0].transcript().segments] == [s.text for s in segs]

@@ -146,3 +146,80 @@ def test_a_missing_microphone_is_one_line_and_replay_still_works(tmp_path: Path)
         r.live = None
         res = r.transcribe(str(clip_path("ptbr_fleurs_000")))
         assert res.ok and res.transcript.segments
+
+
+def test_a_replay_seeked_back_and_on_keeps_one_transcript(runner: Runner,
+                                                          tmp_path: Path) -> None:
+    """A replay at speed 2 seeked back 6 s transcribes that stretch again from a phrase's
+    start without doubling it (what was in flight before the seek is dropped when each
+    worker says it restarted),
+    then seeked on 5 s leaves that stretch out; the session on disk holds the same text, and
+    the voices heard before the seek keep their labels after it."""
+    from engine.messages import StreamRewound
+    from engine.sessions import load_session
+
+    clip = clips()["ptbr_dlg_mixed_4spk"]
+    rewound: list[StreamRewound] = []
+    runner.on_event = lambda ev: rewound.append(ev) if isinstance(ev, StreamRewound) else None
+    try:
+        live = runner.start_live(str(clip_path(clip["id"])), "pt", speed=2.0,
+                                 session_dir=tmp_path)
+        engine = runner.engine
+
+        def play_until(position_s: float) -> None:
+            deadline = time.monotonic() + 60
+            while engine.fed_s < position_s or not live.segments:
+                assert time.monotonic() < deadline and not live.done, engine.fed_s
+                runner.pump(0.05)
+
+        play_until(12.0)
+        before = [(s.start, s.end, s.text) for s in live.segments]
+        runner.seek(-6.0)
+        deadline = time.monotonic() + 30
+        while {ev.role for ev in rewound} != {"capture", "transcription", "diarization"}:
+            assert time.monotonic() < deadline, rewound
+            runner.pump(0.05)
+        back_to = {ev.to_sample for ev in rewound}
+        assert len(back_to) == 1, rewound  # every worker restarted at the same sample
+        back_s = back_to.pop() / SR
+        assert 0.0 <= back_s <= 8.5, (back_s, before)
+        # back to where a phrase starts, never into one (committed or still open)
+        assert not [b for b in before if b[0] < back_s < b[1]], (back_s, before)
+        # text from the new position on is gone until it is transcribed again
+        assert all(s.end <= back_s for s in live.segments)
+        assert all(t.end <= back_s + 1e-3 for t in live.turns)
+
+        play_until(back_s + 8.0)
+        rewound.clear()
+        runner.seek(5.0)
+        while not rewound:
+            runner.pump(0.05)
+        skip_from, skip_to = back_s + 8.0, rewound[0].to_sample / SR
+        assert skip_to >= skip_from + 4.0, (skip_from, skip_to)
+        while not live.done:
+            runner.pump(0.05)
+        runner.live = None
+        runner.close_live(live)
+    finally:
+        runner.on_event = None
+    assert live.error is None
+    segs = live.segments
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(segs, segs[1:], strict=False)), \
+        [(s.start, s.end, s.text) for s in segs]
+    # the stretch played twice has its words once; the skipped one has none
+    assert not [s for s in segs if skip_from + 1.0 < s.start < skip_to - 1.0]
+    sentences = json.loads((DATA / clip["segments_file"]).read_text())
+    spoken = [s for s in segs if not s.gap]
+    for sentence in sentences:
+        if sentence["end"] <= skip_from - 0.5 or sentence["start"] >= skip_to + 0.5:
+            assert any(s.start < sentence["end"] and s.end > sentence["start"]
+                       for s in spoken), (sentence["text"], [(s.start, s.text) for s in segs])
+    # the voices met before the seek are labelled as before (no new label per restart)
+    assert len({t.speaker for t in live.turns}) <= int(clip["n_speakers"]) + 1, live.turns
+    # the session's journal, read back, holds the same segments (seek records applied)
+    assert live.journal is None
+    meta = next(tmp_path.glob("*.meta.json"))
+    kept = load_session(meta)
+    assert [(s.start, s.text) for s in kept.segments] == [(s.start, s.text) for s in segs]
+    assert all(t.end <= back_s + 1e-3 or t.start >= back_s - 1e-3 for t in kept.turns) or \
+        kept.refined is not None

@@ -124,3 +124,28 @@ def test_a_finished_stream_shows_no_lag() -> None:
     assert state.lag_s == 15.0
     state.apply(TranscriptResult(1, (), 16000 * 15, 16000 * 30, True, 1.0, 15.0))
     assert state.lag_s == 0.0
+
+
+def test_a_seek_back_folds_like_a_transcript_that_never_went_past_it() -> None:
+    """A replay seeked back to t: segments ending after t and turns past t go, and the
+    labelled transcript equals a fresh fold of what was before t (the stretch then comes
+    again and is added as usual)."""
+    from engine.transcript import trimmed_turns
+
+    for seed in range(10):
+        rng = random.Random(seed)
+        segs = _segments(rng, 30)
+        turns = _turns(rng, segs[-1].end + 1)
+        b = TranscriptBuilder()
+        b.add_segments(segs)
+        b.add_turns(turns)
+        t = rng.uniform(segs[5].start, segs[-5].end)
+        b.drop_segments_from(t)
+        b.trim_turns(t)
+        kept = [s for s in segs if s.end <= t]
+        assert b.raw == kept and all(tt.end <= t + 1e-3 for tt in b.turns)
+        assert b.segments == assign_speakers(kept, trimmed_turns(turns, t))
+        again = [s for s in segs if s.end > t]
+        b.add_segments(again)
+        b.add_turns([tt for tt in turns if tt.end > t])
+        assert [s.text for s in b.raw] == [s.text for s in segs]

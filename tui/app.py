@@ -88,6 +88,12 @@ class TranscrevApp(App[None]):
         Binding("escape", "clear_search", "Clear", show=False, tooltip="clear the search"),
         Binding("s", "speed", "Speed", show=False,
                 tooltip="replay speed 1 / 2"),
+        # priority: the transcript would take ←/→ to scroll sideways; dialogs keep them
+        # (check_action)
+        Binding("left", "seek(-5)", "-5 s", show=False, priority=True,
+                tooltip="replay: back 5 s (that stretch is transcribed again)"),
+        Binding("right", "seek(5)", "+5 s", show=False, priority=True,
+                tooltip="replay: on 5 s (the stretch skipped is left out)"),
         Binding("y", "copy", "Copy", show=False,
                 tooltip="copy the search match, else all (OSC 52, works over SSH)"),
         Binding("l", "language", "Lang", tooltip="language"),
@@ -343,6 +349,24 @@ class TranscrevApp(App[None]):
         if self.bridge is not None:
             self.bridge.set_speed(self.speed)
         self.refresh_gauges()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """←/→ seek on the main screen only: in a dialog they move the cursor."""
+        if action == "seek":
+            return len(self.screen_stack) == 1
+        return True
+
+    def action_seek(self, by_s: float) -> None:
+        """Move a replay at speed 1 or 2 by `by_s` seconds: back transcribes that stretch
+        again (its text and speakers go and come anew), on leaves the stretch out."""
+        if self.bridge is None or self.state.source_kind != "file" or not self.state.source:
+            self.notify("Seeking works while a recording replays.", severity="warning")
+            return
+        if self.speed == 0:
+            self.notify("A fast replay (--speed fast) has no play position to move; "
+                        "replay at speed 1 or 2.", severity="warning")
+            return
+        self.bridge.seek(by_s)
 
     def action_copy(self) -> None:
         """To the clipboard through OSC 52 (the terminal sets it, so it works over SSH):

@@ -42,7 +42,12 @@ class StopRecordingCommand:
     pass
 
 
-Command = OpenCommand | RecordCommand | StopRecordingCommand
+@dataclass(frozen=True)
+class SeekCommand:
+    by_s: float
+
+
+Command = OpenCommand | RecordCommand | StopRecordingCommand | SeekCommand
 
 
 class EngineBridge(threading.Thread):
@@ -78,6 +83,10 @@ class EngineBridge(threading.Thread):
         """Thread-safe (like pause): a replay plays on at `speed` from where it is."""
         if self.engine is not None:
             self.engine.set_speed(speed)
+
+    def seek(self, by_s: float) -> None:
+        """A paced replay plays on `by_s` seconds later (negative: earlier)."""
+        self.commands.put(SeekCommand(by_s))
 
     def pause(self, paused: bool) -> None:
         """Thread-safe: the engine's command channel takes messages from any thread."""
@@ -145,6 +154,8 @@ class EngineBridge(threading.Thread):
                             runner.start_live(None, cmd.language, device=cmd.device)
                         case StopRecordingCommand():
                             runner.stop_live()
+                        case SeekCommand():
+                            runner.seek(cmd.by_s)
                         case _:
                             runner.pump(0.05)
                     self._finish_live(runner)

@@ -24,6 +24,7 @@ from engine.messages import (
     SpeakerTurn,
     StreamError,
     StreamOpened,
+    StreamRewound,
     TranscriptResult,
     WorkerError,
     WorkerMetrics,
@@ -149,6 +150,17 @@ class ConsoleState:
             case DiarizationResult(turns=turns):
                 # the offline pass: its labels are mapped onto the live ones, names survive
                 self._changed(self.builder.set_live_turns(turns))
+            case StreamRewound(stream_id=sid) if sid != self.stream_id:
+                pass
+            case StreamRewound(role="capture", to_sample=to):
+                self.position_s = to / SAMPLE_RATE  # a seek: the play position moved
+            case StreamRewound(role="transcription", to_sample=to):
+                # text from there on comes again; what came before this event is superseded
+                self.partial = ""
+                self.done_s = min(self.done_s, to / SAMPLE_RATE)
+                self._changed(self.builder.drop_segments_from(to / SAMPLE_RATE))
+            case StreamRewound(role="diarization", to_sample=to):
+                self._changed(self.builder.trim_turns(to / SAMPLE_RATE))
             case StreamError(message=msg):
                 self.errors.append(msg)
             case WorkerStatus(role=role):

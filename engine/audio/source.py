@@ -86,8 +86,10 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def read_blocks(info: AudioInfo, block_samples: int) -> Iterator[np.ndarray]:
-    """Yield 16 kHz mono float32 blocks of exactly `block_samples` (the last may be shorter).
+def read_blocks(info: AudioInfo, block_samples: int,
+                start_sample: int = 0) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono float32 blocks of exactly `block_samples` (the last may be shorter),
+    from `start_sample` (16 kHz) on: a replay seeked mid-way.
 
     Raises AudioFileError if decoding fails part-way; blocks yielded before stay valid.
     """
@@ -111,6 +113,9 @@ def read_blocks(info: AudioInfo, block_samples: int) -> Iterator[np.ndarray]:
 
     try:
         with sf.SoundFile(str(info.path)) as fh:
+            if start_sample > 0:
+                fh.seek(min(int(round(start_sample * info.sample_rate / SAMPLE_RATE)),
+                            max(fh.frames, 0)))
             for block in fh.blocks(blocksize=in_block, dtype="float32", always_2d=True):
                 mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
                 mono = np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)

@@ -174,6 +174,14 @@ class OnlineDiarizer:
         self._names: dict[int, str] = {}
         self._last_end: dict[int, int] = {}  # speaker -> frame after its last emitted frame
 
+    def restart(self) -> None:
+        """Start again at a new place in the same recording (a replay seeked): the audio
+        position and open tracks go, the voices heard so far and their names stay, so a
+        speaker met again gets the label it had."""
+        speakers, names = self._speakers, self._names
+        self.reset()
+        self._speakers, self._names = speakers, names
+
     # ------------------------------------------------------------------ public API
     @property
     def processed_s(self) -> float:

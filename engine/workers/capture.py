@@ -53,9 +53,11 @@ from engine.messages import (
     Pause,
     Resend,
     Role,
+    Seek,
     StopStream,
     StreamError,
     StreamOpened,
+    StreamRewound,
     StreamStart,
     WorkerInput,
 )
@@ -71,6 +73,9 @@ class _Consumer:
     epoch: int = 0
     acked: int = 0
     skip_below: int = 0  # a restarted capture: this consumer already has audio before this
+    # sent a rewind (a seek) and not yet heard it was done: its acks still come from the
+    # audio before the seek, so they are ignored
+    rewinding: bool = False
 
     def put(self, msg: object) -> None:
         """Send to the consumer's current channel (replaced when the consumer restarts)."""
@@ -179,12 +184,18 @@ class CaptureHandler(Handler):
                     m.consumers[role].acked = max(m.consumers[role].acked, upto)
                 if m.done and all(c.acked >= m.offset for c in m.consumers.values()):
                     del self.mics[sid]
-            case Acked(role=role, stream_id=sid, upto_sample=upto):
+            case Acked(role=role, stream_id=sid, upto_sample=upto, rewound=rewound):
                 st = self.streams.get(sid)
                 if st is not None and role in st.consumers:
                     c = st.consumers[role]
-                    c.acked = max(c.acked, upto)
+                    if rewound:
+                        c.rewinding = False
+                        c.acked = upto
+                    elif not c.rewinding:
+                        c.acked = max(c.acked, upto)
                     self._release(st)
+            case Seek(stream_id=sid, by_s=by, spans=spans) if sid in self.streams:
+                yield from self._seek(self.streams[sid], by, spans)
             case Pause(paused=True):
                 self.paused_at = self.paused_at or time.monotonic()
             case Pause(paused=False):
@@ -456,6 +467,34 @@ class CaptureHandler(Handler):
         for c in st.consumers.values():
             if chunk.end_sample > c.skip_below:
                 c.put(AudioChunk(st.sid, chunk.seq, chunk.start_sample, block, c.epoch, now))
+
+    def _seek(self, st: _Stream, by: float,
+              spans: tuple[tuple[float, float], ...] = ()) -> Iterator[EngineEvent]:
+        """Move a paced replay's play position by `by` seconds: reading goes on from there
+        and every consumer restarts there (a rewind keeps the voices it has heard), so a
+        seek back transcribes that stretch again and a seek forward leaves a stretch out."""
+        if not st.realtime or st.done_reading:
+            return  # a fast replay has no play position; a finished one nothing to move
+        ref = self.paused_at or time.monotonic()
+        played = min((ref - st.t0) * st.speed, st.offset / SAMPLE_RATE)
+        to_s = min(max(0.0, played + by), st.info.duration_s)
+        if by < 0:  # never back into the middle of a phrase, committed or still open
+            to_s = min([to_s] + [a for a, b in spans if a < to_s < b])
+            lead = st.consumers.get("transcription")
+            if lead is not None and not lead.rewinding:
+                to_s = min(to_s, lead.acked / SAMPLE_RATE)  # where committed text ends
+        to = int(round(to_s * SAMPLE_RATE))
+        st.blocks = read_blocks(st.info, st.block_samples, to)
+        st.offset = to
+        st.retained.clear()
+        st.t0 = ref - to_s / st.speed
+        self.fed_s = to_s
+        for c in st.consumers.values():
+            c.epoch += 1
+            c.acked, c.skip_below, c.rewinding = to, 0, True
+            c.put(StreamStart(st.sid, st.language, c.epoch, to, live=st.live,
+                              path=str(st.info.path), rewind=True))
+        yield StreamRewound(st.sid, "capture", to)
 
     def _finish(self, st: _Stream) -> Iterator[EngineEvent]:
         st.done_reading = True

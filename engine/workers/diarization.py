@@ -22,12 +22,14 @@ from engine.messages import (
     ReloadModels,
     Role,
     SpeakerTurn,
+    StreamRewound,
     StreamStart,
     WorkerInput,
     WorkerState,
     WorkerStatus,
 )
 from engine.models.registry import diarization_paths
+from engine.transcript import trimmed_turns
 from engine.workers.base import Handler
 from engine.workers.streams import StreamBuffer, StreamTable
 
@@ -113,10 +115,17 @@ class DiarizationHandler(Handler):
                         self.online = OnlineDiarizer(seg, emb,
                                                      threads=self.config.diarization.threads)
                         self._online_stale = False
-                    self.online.reset()  # one live stream at a time: the mic or a live file
-                    self.live = {msg.stream_id: self.online}
-                    self.live_turns.setdefault(msg.stream_id, [])
-                    self.live_paths[msg.stream_id] = msg.path
+                    sid = msg.stream_id
+                    if msg.rewind and sid in self.live:  # a seek: same voices, new position
+                        self.online.restart()
+                        self.live_turns[sid] = trimmed_turns(self.live_turns.get(sid, []),
+                                                             msg.start_sample / SAMPLE_RATE)
+                        yield StreamRewound(sid, "diarization", msg.start_sample)
+                    else:
+                        self.online.reset()  # one live stream at a time: the mic or a file
+                    self.live = {sid: self.online}
+                    self.live_turns.setdefault(sid, [])
+                    self.live_paths[sid] = msg.path
             case AudioChunk(stream_id=sid) if sid in self.live:
                 st = self.table.get(msg)
                 if st is not None:

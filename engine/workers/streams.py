@@ -119,6 +119,8 @@ class StreamTable:
         old = self.streams.get(msg.stream_id)
         if msg.stream_id in self.finished or (old is not None and msg.epoch < old.epoch):
             return None  # a re-send of a stream this process already finished, or stale
+        if msg.rewind:  # a seek: what was published from there on is superseded
+            self.published[msg.stream_id] = msg.start_sample
         # never redo audio whose results this process already published
         start = max(msg.start_sample, self.published.get(msg.stream_id, 0))
         cls = SpillBuffer if spill else StreamBuffer

@@ -29,6 +29,7 @@ from engine.messages import (
     ReloadModels,
     Role,
     Segment,
+    StreamRewound,
     StreamStart,
     TranscriptResult,
     Word,
@@ -177,6 +178,9 @@ class TranscriptionHandler(Handler):
             case StreamStart(live=True):
                 if self.table.start(msg) is not None:
                     self.live[msg.stream_id] = PhraseCutter(self.config.live, self._vad)
+                    if msg.rewind:  # a seek: the text before it is no context for what follows
+                        self.said.pop(msg.stream_id, None)
+                        yield StreamRewound(msg.stream_id, "transcription", msg.start_sample)
             case StreamStart():
                 self.table.start(msg)
             case AudioChunk(stream_id=sid) if sid in self.live:
