@@ -412,6 +412,7 @@ class CaptureHandler(Handler):
         c.epoch += 1
         c.acked = max(c.acked, ack)
         c.skip_below = 0
+        c.rewinding = False  # a new process: its acks are for what it is sent now
         c.put(StreamStart(m.sid, m.language, c.epoch, c.acked, live=True, path=m.path))
         if not m.recorder.closed:
             m.recorder.flush(fsync=False)
@@ -528,6 +529,7 @@ class CaptureHandler(Handler):
         c.epoch += 1
         c.acked = max(c.acked, ack)
         c.skip_below = 0
+        c.rewinding = False  # a new process: its acks are for what it is sent now
         c.put(StreamStart(st.sid, st.language, c.epoch, c.acked, live=st.live,
                           path=str(st.info.path)))
         held_from = st.retained[0].start_sample if st.retained else st.offset
