@@ -28,9 +28,14 @@ def _tmux(*args: str) -> str:
 
 
 def _screen_until(pred: object, limit: float) -> str:
+    return _screen_of("s", pred, limit)
+
+
+def _screen_of(target: str, pred: object, limit: float) -> str:
+    """The screen of tmux session `target` once `pred` holds for it (or at `limit` s)."""
     t0, screen = time.monotonic(), ""
     while time.monotonic() - t0 < limit:
-        screen = _tmux("capture-pane", "-p", "-t", "s")
+        screen = _tmux("capture-pane", "-p", "-t", target)
         if pred(screen):  # type: ignore[operator]
             return screen
         time.sleep(0.25)
@@ -84,38 +89,52 @@ def test_replay_in_tmux_shows_speakers_text_and_gauges_then_quits(tmp_path: Path
         _tmux("kill-server")
 
 
-def test_live_in_tmux_records_from_the_mic_and_quits_after_confirming(tmp_path: Path) -> None:
-    """`transcrevai live` starts recording at once; q asks first, y stops and keeps the WAV."""
+def test_two_live_consoles_record_at_once_into_their_own_files_and_quit_after_confirming(
+        tmp_path: Path) -> None:
+    """Two `transcrevai live` consoles (two logins) started in the same second, on one
+    recordings folder: each records at once into a session of its own (its own WAV and
+    journal, never the other's); q asks first, y stops and keeps the WAV."""
     from tests.vmic import vmic_or_fail
 
     mic = vmic_or_fail()
     config = _config(tmp_path)
     exe = Path(sys.executable).with_name("transcrevai")
-    marker = tmp_path / "exit-code"
-    cmd = f"cd {ROOT} && {exe} --config {config} live; echo $? > {marker}"
     _tmux("kill-server")
     env = [x for k, v in mic.env.items() for x in ("-e", f"{k}={v}")]
-    _tmux("new-session", "-d", *env, "-s", "s", "-x", "100", "-y", "30", cmd)
+    targets = ("s", "s2")
+    time.sleep(1.0 - time.time() % 1.0)  # both start at the beginning of one second
+    for t in targets:
+        _tmux("new-session", "-d", *env, "-s", t, "-x", "100", "-y", "30",
+              f"cd {ROOT} && {exe} --config {config} live; echo $? > {tmp_path / t}.exit")
     try:
-        screen = _screen_until(lambda s: "REC" in s, 30)
-        assert "REC" in screen, screen
+        for t in targets:
+            screen = _screen_of(t, lambda s: "REC" in s, 60)
+            assert "REC" in screen, (t, screen)
         mic.play(clip_path("ptbr_fleurs_000"))
-        screen = _screen_until(lambda s: "informações" in s or "informacoes" in s, 30)
-        assert "SPEAKER_00" in screen or "informa" in screen, screen
-        _tmux("send-keys", "-t", "s", "q")
-        screen = _screen_until(lambda s: "Stop and quit" in s, 10)
-        assert "Recording is in progress" in screen
-        _tmux("send-keys", "-t", "s", "y")
-        deadline = time.monotonic() + 20
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.read_text().strip() == "0"
-        wavs = list(tmp_path.glob("*.wav"))
-        assert len(wavs) == 1 and wavs[0].stat().st_size > 16000 * 2 * 10
-        assert wavs[0].with_suffix(".jsonl").read_text().count('"segment"') >= 1
-        meta = json.loads(wavs[0].with_suffix(".meta.json").read_text())
-        assert meta["status"] == "complete" and meta["source"] == "mic"
-        assert meta["duration_s"] > 10
+        for t in targets:
+            screen = _screen_of(t, lambda s: "informações" in s or "informacoes" in s, 60)
+            assert "informa" in screen, (t, screen)
+        for t in targets:
+            _tmux("send-keys", "-t", t, "q")
+            screen = _screen_of(t, lambda s: "Stop and quit" in s, 10)
+            assert "Recording is in progress" in screen, (t, screen)
+            _tmux("send-keys", "-t", t, "y")
+        for t in targets:
+            marker = tmp_path / f"{t}.exit"
+            deadline = time.monotonic() + 30
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert marker.read_text().strip() == "0", t
+        wavs = sorted(tmp_path.glob("*.wav"))
+        assert len(wavs) == 2, wavs
+        for wav in wavs:
+            assert wav.stat().st_size > 16000 * 2 * 10
+            assert wav.with_suffix(".jsonl").read_text().count('"segment"') >= 1
+            meta = json.loads(wav.with_suffix(".meta.json").read_text())
+            assert meta["status"] == "complete" and meta["source"] == "mic"
+            assert meta["duration_s"] > 10 and meta["audio"] == str(wav), meta
+        assert len({json.loads(w.with_suffix(".meta.json").read_text())["pid"]
+                    for w in wavs}) == 2  # each session written by its own console
     finally:
         _tmux("kill-server")
         mic.stop()
