@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.audio.paths import AudioFileError, check_file
 from engine.config import PROJECT_ROOT, Config, ConfigError, check_paths, load_config
@@ -25,6 +26,9 @@ from engine.sessions import SessionError
 from engine.supervisor import Supervisor
 from engine.timefmt import short_clock
 from engine.workers.spec import ROLES
+
+if TYPE_CHECKING:
+    from engine.voices import VoiceStore
 
 __all__ = ["PROJECT_ROOT", "main", "parse_fault", "setup_logging"]
 
@@ -90,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("name", metavar="NAME", help="new name ('' restores the label)")
     se = ssub.add_parser("search", help="find text in every session (accents optional)")
     se.add_argument("text", metavar="TEXT")
+
+    v = sub.add_parser("speakers", help="voice profiles: enrol, list, rename, forget "
+                       "(kept on this machine only)")
+    vsub = v.add_subparsers(dest="speakers_command", metavar="ACTION")
+    vsub.add_parser("list", help="every voice profile: name, seconds of speech (default)")
+    en = vsub.add_parser("enrol", help="remember a voice: SESSION SPEAKER NAME (that "
+                         "speaker's clean turns) or FILE NAME (a recording of that one person)")
+    en.add_argument("what", nargs="+", metavar="SESSION SPEAKER NAME | FILE NAME")
+    en.add_argument("--from", dest="start", type=float, default=0.0, metavar="S",
+                    help="with FILE: from this second")
+    en.add_argument("--to", dest="end", type=float, metavar="S", help="with FILE: to this second")
+    vr = vsub.add_parser("rename", help="rename a voice profile")
+    vr.add_argument("old", metavar="OLD")
+    vr.add_argument("new", metavar="NEW")
+    vf = vsub.add_parser("forget", help="delete a voice profile (every trace of it)")
+    vf.add_argument("name", metavar="NAME")
 
     x = sub.add_parser("export", help="export a session")
     x.add_argument("session", metavar="SESSION", help="session id (or a unique prefix)")
@@ -346,6 +366,76 @@ def cmd_sessions(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_speakers(cfg: Config, args: argparse.Namespace) -> int:
+    """`speakers list | enrol | rename | forget`: voice profiles, local only."""
+    from engine.voices import VoiceError, VoiceStore, describe, voices_dir
+
+    if not cfg.voices.enabled:
+        raise UserError("voice profiles are turned off ([voices] enabled = false in "
+                        f"{cfg.source or 'config.toml'})")
+    store = VoiceStore(voices_dir(cfg))
+    action = args.speakers_command or "list"
+    try:
+        if action == "enrol":
+            return _enrol(cfg, store, args)
+        if action == "rename":
+            store.rename(args.old, args.new)
+            _info(f"voice '{args.old}' is now '{args.new.strip()}'")
+            return EXIT_OK
+        if action == "forget":
+            store.forget(args.name)
+            _info(f"voice '{args.name}' forgotten (its profile file is deleted)")
+            return EXIT_OK
+    except VoiceError as exc:
+        raise UserError(str(exc)) from None
+    profiles = store.list()
+    if not profiles:
+        _info(f"no voice profiles in {store.folder}")
+        return EXIT_OK
+    print(f"{'name':<24} {'speech':>8} {'recordings':>10}  updated")
+    for p in profiles:
+        d = describe(p)
+        print(f"{d['name']:<24} {short_clock(d['seconds']):>8} {d['recordings']:>10}  "
+              f"{d['updated'].replace('T', ' ')}")
+    return EXIT_OK
+
+
+def _enrol(cfg: Config, store: VoiceStore, args: argparse.Namespace) -> int:
+    from engine.audio.source import read_audio
+    from engine.sessions import find_session
+    from engine.voices import Embedder, clean_spans, enrol, speech_spans
+
+    what = list(args.what)
+    if len(what) == 3:  # SESSION SPEAKER NAME
+        try:
+            sess = find_session(what[0], cfg.paths.recordings_dir)
+        except SessionError as exc:
+            raise UserError(str(exc)) from None
+        turns = sess.refined if sess.refined is not None else sess.turns
+        names = sess.meta.speaker_names
+        label = next((lb for lb in dict.fromkeys(t.speaker for t in turns)
+                      if what[1] in (lb, names.get(lb))), None)
+        if label is None:
+            known = ", ".join(names.get(lb, lb) for lb in dict.fromkeys(t.speaker for t in turns))
+            raise UserError(f"no speaker {what[1]!r} in session {sess.id} "
+                            f"(speakers: {known or 'none'})")
+        check_file(sess.meta.audio)
+        audio = read_audio(sess.meta.audio)
+        spans, source, who, name = clean_spans(turns, label), sess.id, label, what[2]
+    elif len(what) == 2:  # FILE NAME: one person speaking
+        check_file(what[0])
+        audio = read_audio(what[0])
+        spans = speech_spans(audio, args.start, args.end)
+        source, who, name = str(Path(what[0]).resolve()), Path(what[0]).name, what[1]
+    else:
+        raise UserError("enrol takes SESSION SPEAKER NAME, or FILE NAME")
+    profile = enrol(store, Embedder.from_config(cfg), audio, spans, name, source,
+                    cfg.voices.min_enrol_s, who)
+    _info(f"voice '{profile.name}' enrolled: {profile.seconds:.1f} s of speech from "
+          f"{len(profile.sources)} recording(s), kept in {store.folder}")
+    return EXIT_OK
+
+
 def cmd_export(cfg: Config, args: argparse.Namespace) -> int:
     """Export a session (what its journal holds: a live one is a snapshot of the committed
     part) with the speaker names stored in it."""
@@ -485,6 +575,8 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
             return cmd_sessions(cfg, args)
         if args.command == "export":
             return cmd_export(cfg, args)
+        if args.command == "speakers":
+            return cmd_speakers(cfg, args)
         if args.command == "models":
             return cmd_models(cfg, args)
         if args.command == "bench" and args.soak is not None and args.soak <= 0:

@@ -115,6 +115,17 @@ class DiarizationConfig:
 
 
 @dataclass(frozen=True)
+class VoicesConfig:
+    """Voice profiles (biometric data: kept on this machine only, files 0600)."""
+
+    enabled: bool = True  # false: no profile is read, made or matched
+    folder: str = ""  # "" = .voices in the recordings folder; relative = from this file's folder
+    # cosine score from which a speaker takes a profile's name (`bench --speakers`)
+    threshold: float = field(default=0.6, metadata=_range(-1.0, 1.0))
+    min_enrol_s: float = field(default=10.0, metadata=_range(1.0, 600.0))  # clean speech
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     chunk_s: float = field(default=1.0, metadata=_range(0.05, 10.0))
     heartbeat_interval: float = field(default=1.0, metadata=_range(0.05, 60.0))
@@ -205,6 +216,7 @@ class Config:
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    voices: VoicesConfig = field(default_factory=VoicesConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)

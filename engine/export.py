@@ -127,7 +127,9 @@ def to_json(tr: Transcript) -> str:
         "language": tr.language,
         "model": tr.model,
         "diarized": tr.diarized,
-        "speakers": [{"id": s, "name": tr.name(s)} for s in tr.speakers],
+        "speakers": [{"id": s, "name": tr.name(s),
+                      **({"recognised": tr.recognised[s]} if s in tr.recognised else {})}
+                     for s in tr.speakers],
         "segments": [
             {"id": i, "start": s.start, "end": s.end, "speaker": s.speaker,
              "text": s.text, "language": s.language, "avg_logprob": round(s.avg_logprob, 4),
@@ -178,6 +180,8 @@ def from_json(text: str) -> Transcript:
         turns=[SpeakerTurn(t["start"], t["end"], t["speaker"]) for t in doc["turns"]],
         diarized=doc["diarized"],
         names={s["id"]: s["name"] for s in doc["speakers"] if s["name"] != s["id"]},
+        recognised={s["id"]: float(s["recognised"]) for s in doc["speakers"]
+                    if "recognised" in s},
         warnings=list(doc.get("warnings", [])))
 
 

@@ -26,6 +26,7 @@ from engine.messages import (
     StreamOpened,
     StreamRewound,
     TranscriptResult,
+    VoicesRecognised,
 )
 from engine.sessions import SessionWriter
 from engine.transcript import Transcript, TranscriptBuilder, trimmed_turns
@@ -68,6 +69,8 @@ class LiveStream:
     _unlabelled: list[tuple[float, float]] = field(default_factory=list)  # (seg end, wall)
     # (start, end) of each committed segment, kept even when the text is not (seeks snap)
     spans: list[tuple[float, float]] = field(default_factory=list)
+    # (label, profile name, score): speakers whose voice matched a profile (latest word)
+    recognised: tuple[tuple[str, str, float], ...] = ()
     _labelled_upto: float = 0.0
     # committed segments labelled by the live turns, then by the refined ones
     builder: TranscriptBuilder = field(default_factory=TranscriptBuilder)
@@ -147,6 +150,10 @@ class LiveStream:
                     self.builder.trim_turns(at)
                 if self.journal:
                     self.journal.seek("diarization", at)
+            case VoicesRecognised(matches=matches):
+                self.recognised = matches
+                if self.journal:
+                    self.journal.voices(matches)
             case MicStatus(state=state):
                 self.mic_state = state
             case MicLevel(recorded_s=rec, overflows=ov):
@@ -166,4 +173,6 @@ class LiveStream:
         builder = self.builder
         if live_labels and self.refined is not None:  # the live labels, relabelled once
             builder = TranscriptBuilder(self.segments, self.turns or None)
-        return builder.transcript(self.path, self.recorded_s, model=model)
+        tr = builder.transcript(self.path, self.recorded_s, model=model)
+        tr.recognise(self.recognised)
+        return tr

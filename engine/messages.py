@@ -420,6 +420,17 @@ class ModelLevels:
 
 
 @dataclass(frozen=True)
+class VoicesRecognised:
+    """From diarization: speakers of a stream whose voice matches a profile, as
+    (label, profile name, score). Live: sent when the guess changes; at the end of a stream
+    (before its final DiarizationResult): the final word, which replaces earlier ones."""
+
+    stream_id: int
+    matches: tuple[tuple[str, str, float], ...]
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class StreamRewound:
     """From a consumer: it restarted `stream_id` at `to_sample` after a seek. Its results
     before this event cover audio up to the old position; a result at or after `to_sample`
@@ -441,4 +452,5 @@ EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
     | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError
     | FaultFired | EngineMetrics | ModelLevels | SessionOpened | EngineFailed | StreamRewound
+    | VoicesRecognised
 )

@@ -28,6 +28,7 @@ from engine.messages import (
     StreamOpened,
     StreamRewound,
     TranscriptResult,
+    VoicesRecognised,
     WorkerError,
     WorkerState,
     WorkerStatus,
@@ -273,7 +274,8 @@ class Runner:
             live.apply(ev, time.monotonic(), self.diarizing)
             self._report_session_failure(live.sid, live.journal)
             if isinstance(ev, StreamError | TranscriptResult | DiarizationResult | MicStatus
-                          | MicLevel | PartialResult | StreamOpened | StreamRewound):
+                          | MicLevel | PartialResult | StreamOpened | StreamRewound
+                          | VoicesRecognised):
                 return
         match ev:
             case WorkerStatus(role=role, state=WorkerState.READY, load_s=load_s, model=model):
@@ -322,6 +324,10 @@ class Runner:
                 job.result.work_s["transcription"] = (job.result.work_s.get("transcription", 0)
                                                       + ev.work_s)
                 job.transcribed = job.transcribed or ev.final
+            case VoicesRecognised(stream_id=sid, matches=matches) if job and sid == job.sid:
+                job.result.transcript.recognise(matches)
+                if job.writer is not None:
+                    job.writer.voices(matches)
             case DiarizationResult(stream_id=sid) if job and sid == job.sid and not job.diarized:
                 if self.keep_transcripts:
                     job.builder.set_turns(ev.turns)

@@ -198,6 +198,10 @@ class SessionWriter:
         self._write({"type": "refined" if refined else "turns",
                      "turns": [[t.start, t.end, t.speaker] for t in turns]})
 
+    def voices(self, matches: tuple[tuple[str, str, float], ...] | list[Any]) -> None:
+        """Speakers named after voice profiles: name and score only, never the voice."""
+        self._write({"type": "voices", "matches": [[a, b, round(c, 3)] for a, b, c in matches]})
+
     def seek(self, role: str, to_s: float) -> None:
         """A replay seeked back to `to_s`: `role`'s records from there on are superseded
         (segments for "transcription", live turns for "diarization")."""
@@ -255,6 +259,7 @@ class Session:
     turns: list[SpeakerTurn] = field(default_factory=list)
     refined: list[SpeakerTurn] | None = None
     warnings: list[str] = field(default_factory=list)
+    recognised: list[tuple[str, str, float]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -276,6 +281,7 @@ class Session:
         tr.turns, tr.diarized = list(turns), bool(turns)
         tr.language = tr.language or next((s.language for s in tr.segments if s.language), "")
         tr.warnings = list(self.warnings)
+        tr.recognise(self.recognised)  # names the user gave win
         return tr
 
     @property
@@ -340,6 +346,8 @@ def _apply(rec: dict[str, Any], sess: Session) -> None:
             sess.meta.model = str(rec["model"])
     elif kind == "turns":
         sess.turns += [SpeakerTurn(float(a), float(b), str(s)) for a, b, s in rec["turns"]]
+    elif kind == "voices":
+        sess.recognised = [(str(a), str(b), float(c)) for a, b, c in rec["matches"]]
     elif kind == "seek" and rec["role"] == "transcription":
         to = float(rec["to"])
         sess.segments = [seg for seg in sess.segments if seg.end <= to]

@@ -72,6 +72,19 @@ class Transcript:
     diarized: bool = False
     names: dict[str, str] = field(default_factory=dict)  # speaker label -> display name
     warnings: list[str] = field(default_factory=list)
+    # label -> match score, for speakers named after a voice profile (never the voice itself)
+    recognised: dict[str, float] = field(default_factory=dict)
+
+    def recognise(self, matches: Sequence[tuple[str, str, float]]) -> None:
+        """Name speakers after the voice profiles they match, unless the user named them;
+        a later (final) set of matches replaces an earlier guess."""
+        for label in self.recognised:
+            self.names.pop(label, None)
+        self.recognised = {}
+        for label, name, score in matches:
+            if label not in self.names:
+                self.names[label] = name
+                self.recognised[label] = score
 
     @property
     def speakers(self) -> list[str]:

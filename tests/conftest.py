@@ -21,6 +21,14 @@ def clips() -> dict[str, dict[str, Any]]:
     return {c["id"]: c for c in doc["clips"]}
 
 
+def write_config(folder: Path) -> Path:
+    """A config.toml in `folder` with the project's models and recordings/logs under it."""
+    cfg = folder / "config.toml"
+    cfg.write_text(f'[paths]\nmodels_dir = "{ROOT / "models"}"\n'
+                   f'recordings_dir = "{folder / "rec"}"\nlog_dir = "{folder / "logs"}"\n')
+    return cfg
+
+
 def clip_path(clip_id: str) -> Path:
     return DATA / clips()[clip_id]["file"]
 

@@ -41,22 +41,16 @@ from tests.conftest import (
     reference_turns,
     rttm_turns,
     run_cli,
+    write_config,
 )
 from tests.formats import parse_srt, parse_vtt
-
-
-def _config(folder: Path) -> Path:
-    cfg = folder / "config.toml"
-    cfg.write_text(f'[paths]\nmodels_dir = "{ROOT / "models"}"\n'
-                   f'recordings_dir = "{folder / "rec"}"\nlog_dir = "{folder / "logs"}"\n')
-    return cfg
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A recordings folder with one real session: the 4-speaker dialogue, replayed."""
     folder = tmp_path_factory.mktemp("sessions")
-    _config(folder)
+    write_config(folder)
     rec = folder / "rec"
     with Supervisor(load_config(folder / "config.toml")) as engine:
         runner = Runner(engine)
@@ -155,7 +149,7 @@ def test_exports_of_the_session_validate(home: Path, tmp_path: Path) -> None:
 def test_rename_is_stored_and_used_by_every_export(home: Path, tmp_path: Path) -> None:
     work = tmp_path / "home"
     shutil.copytree(home, work)
-    _config(work)
+    write_config(work)
     sid = _only(work)
     proc = _cli(work, "sessions", "rename", sid, "SPEAKER_00", "Ana Souza")
     assert proc.returncode == 0, proc.stderr
@@ -194,7 +188,7 @@ def test_search_across_sessions_is_accent_insensitive(home: Path, tmp_path: Path
 def test_a_torn_last_line_is_skipped_with_a_warning(home: Path, tmp_path: Path) -> None:
     work = tmp_path / "home"
     shutil.copytree(home, work)
-    _config(work)
+    write_config(work)
     sid = _only(work)
     journal = work / "rec" / f"{sid}{JOURNAL_SUFFIX}"
     n = sum('"segment"' in x for x in journal.read_text().splitlines())

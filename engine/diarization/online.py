@@ -228,6 +228,12 @@ class OnlineDiarizer:
         self._buf = np.zeros(0, dtype=np.float32)
         return out
 
+    def voices(self, min_s: float) -> dict[str, np.ndarray]:
+        """Each labelled speaker's voice so far (unit centroid), once it rests on `min_s`
+        seconds of speech: what a live session matches against voice profiles."""
+        return {self._names[c]: sp.centroid() for c, sp in enumerate(self._speakers)
+                if c in self._names and sp.weight >= min_s}
+
     @property
     def num_speakers(self) -> int:
         """Speakers that have been given a label so far."""

@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from engine.channel import Sender
 from engine.config import Config
 from engine.messages import (
@@ -24,6 +26,7 @@ from engine.messages import (
     SpeakerTurn,
     StreamRewound,
     StreamStart,
+    VoicesRecognised,
     WorkerInput,
     WorkerState,
     WorkerStatus,
@@ -32,6 +35,8 @@ from engine.models.registry import diarization_paths
 from engine.transcript import trimmed_turns
 from engine.workers.base import Handler
 from engine.workers.streams import StreamBuffer, StreamTable
+
+LIVE_MATCH_EVERY_S = 5.0  # live: speakers matched against voice profiles this often
 
 
 class DiarizationHandler(Handler):
@@ -48,6 +53,10 @@ class DiarizationHandler(Handler):
         self.choices: list[Any] = []
         self.model_desc = ""
         self._online_stale = False
+        self.recogniser: Any = None
+        self.profiles: dict[int, list[Any]] = {}  # live stream -> profiles read at its start
+        self.named: dict[int, tuple[tuple[str, str, float], ...]] = {}  # last sent, live
+        self.named_at: dict[int, float] = {}  # audio seconds of the last live match
 
     def load(self) -> str:
         from engine.diarization.pipeline import DiarizationParams
@@ -66,6 +75,9 @@ class DiarizationHandler(Handler):
             overrides["clustering_threshold"] = dc.clustering_threshold
         self.params = DiarizationParams(**overrides)
         self._load_levels()
+        from engine.voices import Recogniser
+
+        self.recogniser = Recogniser(self.config)
         return self.model_desc
 
     def _load_levels(self) -> None:
@@ -126,6 +138,8 @@ class DiarizationHandler(Handler):
                     self.live = {sid: self.online}
                     self.live_turns.setdefault(sid, [])
                     self.live_paths[sid] = msg.path
+                    if not msg.rewind:
+                        self.profiles[sid] = self.recogniser.profiles()
             case AudioChunk(stream_id=sid) if sid in self.live:
                 st = self.table.get(msg)
                 if st is not None:
@@ -150,6 +164,9 @@ class DiarizationHandler(Handler):
                 release = getattr(st, "release", None)
                 turns = self.diarizer(audio, SAMPLE_RATE, release=release) if len(audio) else []
                 self.table.finish(sid, total)
+                matches = self.recogniser.match_audio(audio, turns, self.recogniser.profiles())
+                yield VoicesRecognised(sid, tuple((m.speaker, m.name, m.score)
+                                                  for m in matches), final=True)
                 yield DiarizationResult(
                     sid, tuple(SpeakerTurn(round(t.start + offset_s, 3),
                                            round(t.end + offset_s, 3), t.speaker)
@@ -174,6 +191,7 @@ class DiarizationHandler(Handler):
         t0 = time.perf_counter()
         turns = self._shift(online.feed(fresh), self._origin(sid, st))
         self.live_turns[sid] += turns
+        yield from self._live_names(sid, online)
         work, audio = self.live_work.get(sid, (0.0, 0.0))
         work, audio = work + time.perf_counter() - t0, audio + len(fresh) / SAMPLE_RATE
         if turns or msg.seq % 10 == 0:
@@ -183,6 +201,22 @@ class DiarizationHandler(Handler):
                                     audio_s=audio, incremental=True)
             work, audio = 0.0, 0.0
         self.live_work[sid] = (work, audio)
+
+    def _live_names(self, sid: int, online: Any) -> Iterator[EngineEvent]:
+        """Live speakers matched against the voice profiles every few seconds of audio, as
+        their voices firm up; sent when the naming changes."""
+        from engine.voices import MATCH_MIN_S
+
+        profiles = self.profiles.get(sid)
+        at = online.processed_s
+        if not profiles or at - self.named_at.get(sid, -LIVE_MATCH_EVERY_S) < LIVE_MATCH_EVERY_S:
+            return
+        self.named_at[sid] = at
+        matches = self.recogniser.match_voices(online.voices(MATCH_MIN_S), profiles)
+        named = tuple((m.speaker, m.name, m.score) for m in matches)
+        if {(a, b) for a, b, _ in named} != {(a, b) for a, b, _ in self.named.get(sid, ())}:
+            self.named[sid] = named
+            yield VoicesRecognised(sid, named)
 
     def _origin(self, sid: int, st: StreamBuffer) -> int:
         """Stream offset where this process's online diarizer started (a restart resumes)."""
@@ -203,7 +237,17 @@ class DiarizationHandler(Handler):
         live = self.live_turns.pop(sid, []) + last
         path = self.live_paths.pop(sid, "")
         self.table.finish(sid, total)
-        refined = self._refine(path, live, total)
+        found = self._refine(path, live, total)
+        refined = found[0] if found is not None else None
+        profiles = self.profiles.pop(sid, [])
+        self.named.pop(sid, None)
+        self.named_at.pop(sid, None)
+        if profiles:  # the final word on names, from the whole recording when it was read
+            matches = (self.recogniser.match_audio(found[1], refined or live, profiles)
+                       if found is not None else self.recogniser.match_voices(
+                           online.voices(0.0), profiles))
+            yield VoicesRecognised(sid, tuple((m.speaker, m.name, m.score) for m in matches),
+                                   final=True)
         if refined is None:
             yield DiarizationResult(sid, tuple(last), total, True,
                                     work_s=time.perf_counter() - t0, audio_s=0.0,
@@ -214,7 +258,7 @@ class DiarizationHandler(Handler):
                                 work_s=time.perf_counter() - t0, audio_s=total / SAMPLE_RATE)
 
     def _refine(self, path: str, live: list[SpeakerTurn],
-                total: int) -> list[SpeakerTurn] | None:
+                total: int) -> tuple[list[SpeakerTurn], np.ndarray] | None:
         """The offline pass over the whole recording, its speakers named after the live
         ones they overlap most (names the user gave live speakers stay attached)."""
         from engine.diarization.online import relabel_stable
@@ -230,10 +274,12 @@ class DiarizationHandler(Handler):
             return None
         if rate != SAMPLE_RATE:  # a live file fed at real-time pace: the file's own rate
             return None
-        turns = self.diarizer(audio.mean(axis=1), SAMPLE_RATE)
+        mono = audio.mean(axis=1, dtype=np.float32)
+        turns = self.diarizer(mono, SAMPLE_RATE)
         offline = [SpeakerTurn(round(t.start, 3), round(t.end, 3), t.speaker) for t in turns]
         mapping = relabel_stable(live, offline)
-        return [SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in offline]
+        return [SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker))
+                for t in offline], mono
 
 
 def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> DiarizationHandler:
