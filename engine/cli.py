@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--minutes", type=float, metavar="N",
                    help="with --console: N minutes of the corpus's speech looped and replayed "
                         "fast; console RSS and key latency early against late")
+    b.add_argument("--speakers", dest="speakers_bench", action="store_true",
+                   help="voice profiles: same- vs other-speaker scores (ROC, equal error "
+                        "rate, operating point), false names and turns named")
     b.add_argument("--live", action="store_true",
                    help="play each clip through the live path at real-time pace: latency, "
                         "partials, live speaker labels")
@@ -536,6 +539,10 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         from engine.bench.soak import run_soak
 
         return run_soak(cfg, args)
+    if args.speakers_bench:
+        from engine.bench.speakers import run_speakers_bench
+
+        return run_speakers_bench(cfg, args)
     if args.live:
         from engine.bench.live import run_live_bench
 

@@ -271,7 +271,7 @@ def recognise(voices: dict[str, np.ndarray], profiles: Sequence[Profile],
 
 
 MATCH_MAX_S = 60.0  # a speaker's longest clean turns up to this are embedded to match
-MATCH_MIN_S = 3.0  # a speaker with less clean speech is not matched (too unsure)
+MATCH_MIN_S = 1.5  # a speaker with less clean speech is not matched (too unsure)
 
 
 def session_voices(embedder: Embedder, audio: np.ndarray,

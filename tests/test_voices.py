@@ -200,3 +200,19 @@ def test_a_session_reads_back_recognised_names_but_the_users_win(tmp_path: Path)
     tr = load_session(w.meta_path).transcript()
     assert tr.names == {"SPEAKER_00": "Ana", "SPEAKER_01": "Beto"}
     assert tr.recognised == {"SPEAKER_00": 0.81}
+
+
+def test_bench_speakers_measures_the_threshold_it_uses() -> None:
+    """`bench --speakers` on the test clips: same-voice and other-voice scores, the ROC, the
+    operating point, no false name at the threshold in use, the enrolled voice's turns in
+    the other recordings named."""
+    from tests.conftest import ROOT
+
+    proc = run_cli("bench", "--speakers", "--corpus", str(ROOT / "tests/data"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["genuine"] >= 2 and doc["impostor"] >= 3
+    assert doc["genuine_min"] > doc["impostor_max"]
+    assert doc["operating_point"] <= doc["threshold_in_use"]
+    assert doc["false_names"] == 0 and doc["named_share"] >= 0.8, doc
+    assert {"threshold", "far", "frr"} <= set(doc["roc"][0]) and 0 <= doc["eer"] <= 0.5
