@@ -206,6 +206,19 @@ class Seek:
 
 
 @dataclass(frozen=True)
+class Enrol:
+    """To diarization: remember `speaker`'s voice (their clean turns in `audio_path`) as the
+    profile `name` (VoiceEnrolled answers). Diarization does it because it holds the voice
+    model: the console loads none."""
+
+    audio_path: str
+    turns: tuple[SpeakerTurn, ...]
+    speaker: str
+    name: str
+    source: str  # what the profile records it came from (a session id or a file)
+
+
+@dataclass(frozen=True)
 class Attach:
     """A fresh channel end replacing a broken one (a peer was restarted).
 
@@ -227,7 +240,7 @@ class ReloadModels:
 
 
 WorkerInput = (OpenFile | StopStream | ListDevices | StreamStart | AudioChunk | EndOfStream
-               | Acked | Resend | Attach | Pause | Pace | Seek | Shutdown | ReloadModels)
+               | Acked | Resend | Attach | Pause | Pace | Seek | Enrol | Shutdown | ReloadModels)
 
 
 # ---------------------------------------------------------------- events to the engine
@@ -431,6 +444,15 @@ class VoicesRecognised:
 
 
 @dataclass(frozen=True)
+class VoiceEnrolled:
+    """From diarization: the answer to Enrol (`error` set when refused, one line)."""
+
+    name: str
+    seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class StreamRewound:
     """From a consumer: it restarted `stream_id` at `to_sample` after a seek. Its results
     before this event cover audio up to the old position; a result at or after `to_sample`
@@ -452,5 +474,5 @@ EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
     | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError
     | FaultFired | EngineMetrics | ModelLevels | SessionOpened | EngineFailed | StreamRewound
-    | VoicesRecognised
+    | VoicesRecognised | VoiceEnrolled
 )

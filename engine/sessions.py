@@ -69,6 +69,8 @@ class SessionMeta:
     device: str = ""
     duration_s: float = 0.0
     speaker_names: dict[str, str] = field(default_factory=dict)
+    # speakers the user said are not the voice profile they matched (stay unnamed)
+    rejected_voices: list[str] = field(default_factory=list)
     engine_version: str = ""
     model: str = ""
     language: str = ""
@@ -144,12 +146,15 @@ class SessionWriter:
         return cls(recordings_dir, meta)
 
     def save_meta(self) -> None:
-        """Write the metadata; speaker names are the file's (renames go straight to disk,
-        possibly from another thread, and must survive this writer's updates). A failed write
-        leaves the previous file whole (temp file + rename)."""
+        """Write the metadata; speaker names and rejected voices are the file's (the user's
+        decisions go straight to disk, possibly from another thread, and must survive this
+        writer's updates). A failed write leaves the previous file whole (temp + rename)."""
         names = _names_on_disk(self.meta_path)
         if names is not None:
             self.meta.speaker_names = names
+        rejected = _on_disk(self.meta_path, "rejected_voices")
+        if isinstance(rejected, list):
+            self.meta.rejected_voices = [str(x) for x in rejected]
         try:
             _atomic_json(self.meta_path, asdict(self.meta))
         except OSError as exc:
@@ -220,12 +225,33 @@ class SessionWriter:
         self.save_meta()
 
 
-def _names_on_disk(meta_path: Path) -> dict[str, str] | None:
+def _on_disk(meta_path: Path, key: str) -> Any:
     try:
-        names = json.loads(meta_path.read_text(encoding="utf-8")).get("speaker_names")
+        return json.loads(meta_path.read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _names_on_disk(meta_path: Path) -> dict[str, str] | None:
+    names = _on_disk(meta_path, "speaker_names")
     return dict(names) if isinstance(names, dict) else None
+
+
+def store_rejection(meta_path: Path, label: str) -> list[str]:
+    """Keep in a session that `label` is not the voice profile it matched."""
+    try:
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SessionError(f"session metadata {meta_path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise SessionError(f"cannot read {meta_path}: {exc}") from None
+    rejected = list(dict.fromkeys([*(doc.get("rejected_voices") or []), label]))
+    doc["rejected_voices"] = rejected
+    try:
+        _atomic_json(meta_path, doc)
+    except OSError as exc:
+        raise SessionError(f"cannot write {meta_path}: {exc.strerror or exc}") from None
+    return rejected
 
 
 def store_name(meta_path: Path, label: str, name: str) -> dict[str, str]:
@@ -281,7 +307,8 @@ class Session:
         tr.turns, tr.diarized = list(turns), bool(turns)
         tr.language = tr.language or next((s.language for s in tr.segments if s.language), "")
         tr.warnings = list(self.warnings)
-        tr.recognise(self.recognised)  # names the user gave win
+        tr.recognise([m for m in self.recognised  # names the user gave win
+                      if m[0] not in self.meta.rejected_voices])
         return tr
 
     @property

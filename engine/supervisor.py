@@ -35,6 +35,7 @@ from engine.messages import (
     Attach,
     EngineEvent,
     EngineMetrics,
+    Enrol,
     FaultSpec,
     Heartbeat,
     ListDevices,
@@ -396,6 +397,11 @@ class Supervisor:
         when it lands inside one of `spans` (StreamRewound follows from capture, then from
         each consumer as it restarts there)."""
         self._send("capture", Seek(stream_id, by_s, spans))
+
+    def enrol(self, request: Enrol) -> None:
+        """Ask diarization (it holds the voice model) to save a speaker's voice; a
+        VoiceEnrolled event answers."""
+        self._send("diarization", request)
 
     def pause(self, paused: bool) -> None:
         """Stop or resume reading sources (a restarted capture inherits the state)."""

@@ -307,14 +307,31 @@ class Recogniser:
     def profiles(self) -> list[Profile]:
         return self.store.list() if self.cfg.voices.enabled else []
 
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder.from_config(self.cfg)
+        return self._embedder
+
+    def enrol(self, audio_path: str, turns: Sequence[SpeakerTurn], speaker: str, name: str,
+              source: str) -> Profile:
+        """A session speaker's voice saved as (or added to) the profile `name`."""
+        from engine.audio.source import AudioFileError, read_audio
+
+        if not self.cfg.voices.enabled:
+            raise VoiceError("voice profiles are turned off ([voices] enabled = false)")
+        try:
+            audio = read_audio(audio_path)
+        except AudioFileError as exc:
+            raise VoiceError(str(exc)) from None
+        return enrol(self.store, self.embedder(), audio, clean_spans(turns, speaker), name,
+                     source, self.cfg.voices.min_enrol_s, speaker)
+
     def match_audio(self, audio: np.ndarray, turns: Sequence[SpeakerTurn],
                     profiles: Sequence[Profile]) -> list[Match]:
         """Speakers of a whole recording named after the profiles their voices match."""
         if not profiles or not turns:
             return []
-        if self._embedder is None:
-            self._embedder = Embedder.from_config(self.cfg)
-        voices = session_voices(self._embedder, audio, turns)
+        voices = session_voices(self.embedder(), audio, turns)
         return recognise(voices, profiles, self.cfg.voices.threshold)
 
     def match_voices(self, voices: dict[str, np.ndarray],

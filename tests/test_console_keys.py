@@ -141,6 +141,21 @@ async def test_open_and_pause_with_the_real_engine_then_reopen_the_session(
         (sess,) = sessions
         shown = [(s.start, s.text, s.speaker) for s in app.state.segments]
 
+        # `E` remembers the first speaker's voice (the worker saves it, the console loads
+        # no model); the profile is a private file in the recordings' .voices folder
+        from engine.voices import voices_dir
+
+        await pilot.press("E", "enter")
+        app.screen.query_one(Input).value = "Voz Um"
+        await pilot.press("enter")
+        folder = voices_dir(cfg)
+        for _ in range(300):
+            if folder.is_dir() and list(folder.iterdir()):
+                break
+            await asyncio.sleep(0.1)
+        (profile,) = folder.iterdir()
+        assert profile.stat().st_mode & 0o077 == 0
+
         # a fresh console: reopen the session from disk
     app = TranscrevApp(cfg, speed=0.0)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -162,6 +177,33 @@ async def test_open_and_pause_with_the_real_engine_then_reopen_the_session(
     assert stored == {first: "Lia"}
     srt = (cfg.paths.recordings_dir / f"{sess.id}.srt").read_text()
     assert "Lia: " in srt and parse_srt(srt)
+
+
+async def test_a_recognised_voice_is_named_with_a_sign_and_x_rejects_it_for_the_session(
+        tmp_path: Path) -> None:
+    from engine.messages import VoicesRecognised
+    from engine.sessions import SessionWriter
+
+    writer = SessionWriter.for_file(tmp_path, str(tmp_path / "rec.wav"))
+    writer.close(1.0)
+    app = _app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = app.query_one("#transcript", TranscriptView)
+        app.state.session_path = str(writer.meta_path)
+        first = app.state.speakers[0]
+        assert app.state.stream_id is not None
+        app._apply([VoicesRecognised(app.state.stream_id, ((first, "Ana Lima", 0.83),))])
+        await pilot.pause()
+        assert "Ana Lima ✓:" in _text(view)
+        assert app.state.transcript().recognised == {first: 0.83}
+        await pilot.press("x", "enter")  # the only recognised speaker
+        await pilot.pause()
+        assert "Ana Lima" not in _text(view) and f"{first}:" in _text(view)
+        # a later match of that speaker no longer names them
+        app._apply([VoicesRecognised(app.state.stream_id, ((first, "Ana Lima", 0.9),))])
+        await pilot.pause()
+        assert "Ana Lima" not in _text(view)
+    assert json.loads(writer.meta_path.read_text())["rejected_voices"] == [first]
 
 
 async def test_search_is_accent_insensitive_and_steps_through_hits(tmp_path: Path) -> None:

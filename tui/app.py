@@ -25,14 +25,23 @@ from engine.fileio import PUBLIC, atomic_write_text
 from engine.messages import (
     EngineEvent,
     EngineFailed,
+    Enrol,
     InputDevices,
     MicStatus,
     ModelLevels,
     StreamError,
+    VoiceEnrolled,
     WorkerState,
     WorkerStatus,
 )
-from engine.sessions import Session, SessionError, iter_sessions, load_session, store_name
+from engine.sessions import (
+    Session,
+    SessionError,
+    iter_sessions,
+    load_session,
+    store_name,
+    store_rejection,
+)
 from engine.timefmt import clock, minutes
 from tui.bridge import EngineBridge
 from tui.screens.ask import AskScreen
@@ -80,6 +89,12 @@ class TranscrevApp(App[None]):
         Binding("o", "open", "Open", tooltip="open a recording"),
         Binding("e", "export", "Export", tooltip="export the transcript"),
         Binding("n", "rename", "Rename", tooltip="rename a speaker"),
+        Binding("E", "enrol", "Enrol", show=False,
+                tooltip="remember a speaker's voice: later sessions name it (this machine only)"),
+        Binding("x", "reject_voice", "Not them", show=False,
+                tooltip="a speaker named after a voice profile is not that person"),
+        Binding("v", "voices", "Voices", show=False,
+                tooltip="voice profiles: rename, forget"),
         Binding("slash", "search", "Search", tooltip="search"),
         Binding("right_square_bracket", "next_match", "Next", show=False,
                 tooltip="next match"),
@@ -190,7 +205,7 @@ class TranscrevApp(App[None]):
         for pane in self.query("#panes TranscriptView").results(TranscriptView):
             pane.sync()
             if pane.speaker is not None:
-                pane.border_title = self.state.name(pane.speaker)
+                pane.border_title = self.state.shown_name(pane.speaker)
 
     def _notify_problem(self, ev: EngineEvent) -> None:
         """Engine errors as one-line notifications; the console itself carries on."""
@@ -207,6 +222,11 @@ class TranscrevApp(App[None]):
             case MicStatus(state="recording") if self.state.mic_state == "recording" and \
                     self._mic_was_lost:
                 self.notify("microphone back; recording resumed", title="Microphone")
+            case VoiceEnrolled(name=name, error=""):
+                self.notify(f"'{name}' remembered from {ev.seconds:.0f} s of speech; later "
+                            "sessions name this voice", title="Voice profile")
+            case VoiceEnrolled(error=why):
+                self.notify(why, title="Voice profile", severity="warning", timeout=10)
             case InputDevices(devices=devices, error=error):
                 self._choose_device(devices, error)
             case MicStatus(state="stopped", path=path):
@@ -254,7 +274,7 @@ class TranscrevApp(App[None]):
             panes.styles.grid_size_columns = max(1, min(count, self.size.width // 30))
             for label in self.state.speakers:
                 view = TranscriptView(self.state, speaker=label, classes="pane")
-                view.border_title = self.state.name(label)
+                view.border_title = self.state.shown_name(label)
                 panes.mount(view)
                 view.sync()
             panes.remove_class("hidden")
@@ -317,7 +337,8 @@ class TranscrevApp(App[None]):
         self.state.show_session(sess.meta.audio, sess.duration_s, sess.segments,
                                 sess.refined if sess.refined is not None else sess.turns,
                                 sess.meta.speaker_names, str(sess.meta_path),
-                                sess.meta.language, sess.meta.model)
+                                sess.meta.language, sess.meta.model, sess.recognised,
+                                sess.meta.rejected_voices)
         self._sync_transcript()
         self.refresh_gauges()
         for warning in sess.warnings:
@@ -435,6 +456,111 @@ class TranscrevApp(App[None]):
 
         self.push_screen(AskScreen(f"New name for {self.state.name(label)}",
                                    self.state.name(label)), apply)
+
+    def _speaker_options(self, labels: Sequence[str]) -> list[tuple[str, str]]:
+        return [(label, self.state.name(label) + (f"  ({label})" if self.state.name(label)
+                                                   != label else "")) for label in labels]
+
+    def action_enrol(self) -> None:
+        """Remember a speaker's voice under a name (their clean turns in this session); the
+        diarization worker does it, the console holds no voice model."""
+        if not self.config.voices.enabled:
+            self.notify("Voice profiles are turned off ([voices] enabled = false).",
+                        severity="warning")
+            return
+        labels = [lb for lb in self.state.speakers if lb in {t.speaker for t in self.state.turns}]
+        audio = self.state.source
+        if not labels or not audio or self.bridge is None:
+            self.notify("No diarized speakers to enrol yet.", severity="warning")
+            return
+        if self.state.recording:
+            self.notify("Stop the recording first: the voice is read from the saved WAV.",
+                        severity="warning")
+            return
+
+        def named(label: str | None) -> None:
+            if label is None:
+                return
+
+            def send(name: str | None) -> None:
+                if name and name.strip() and self.bridge is not None:
+                    session = Path(self.state.session_path).name.removesuffix(".meta.json")
+                    self.bridge.enrol(Enrol(audio, tuple(self.state.turns), label,
+                                            name.strip(), session or audio))
+                    self.notify(f"enrolling {name.strip()}…", title="Voice profile")
+
+            shown = self.state.name(label)
+            self.push_screen(AskScreen(f"Remember {shown}'s voice as", "" if shown == label
+                                       else shown, "a name"), send)
+
+        self.push_screen(ChooseScreen("Enrol which speaker's voice?",
+                                      self._speaker_options(labels)), named)
+
+    def action_reject_voice(self) -> None:
+        """A speaker named after a voice profile is someone else: back to the label, kept
+        with the session."""
+        named = [lb for lb in self.state.speakers if self.state.is_recognised(lb)]
+        if not named:
+            self.notify("No speaker here was named after a voice profile.", severity="warning")
+            return
+
+        def reject(label: str | None) -> None:
+            if label is None:
+                return
+            self.state.reject(label)
+            self._sync_transcript()
+            if self.state.session_path:
+                try:
+                    store_rejection(Path(self.state.session_path), label)
+                except SessionError as exc:
+                    self.notify(str(exc), severity="error")
+
+        self.push_screen(ChooseScreen("Which speaker is not who the voice profile says?",
+                                      self._speaker_options(named)), reject)
+
+    def action_voices(self) -> None:
+        """The voice profiles on this machine: rename or forget one."""
+        from engine.voices import VoiceError, VoiceStore, voices_dir
+
+        store = VoiceStore(voices_dir(self.config))
+        profiles = store.list()
+        if not profiles:
+            self.notify(f"No voice profiles yet (E enrols a speaker; {store.folder}).",
+                        title="Voices")
+            return
+        options = [(p.name, f"{p.name} · {minutes(p.seconds)} of speech · "
+                    f"{len(p.sources)} recording(s)") for p in profiles]
+
+        def chosen(name: str | None) -> None:
+            if name is None:
+                return
+
+            def act(what: str | None) -> None:
+                if what == "rename":
+                    self.push_screen(AskScreen(f"New name for the voice {name}", name), renamed)
+                elif what == "forget":
+                    self.push_screen(ConfirmScreen(f"Forget {name}'s voice on this machine? "
+                                                   "(its profile file is deleted)"), forget)
+
+            def renamed(new: str | None) -> None:
+                if new and new.strip():
+                    try:
+                        store.rename(name, new)
+                    except VoiceError as exc:
+                        self.notify(str(exc), severity="error")
+
+            def forget(yes: bool | None) -> None:
+                if yes:
+                    try:
+                        store.forget(name)
+                        self.notify(f"{name}'s voice is forgotten", title="Voices")
+                    except VoiceError as exc:
+                        self.notify(str(exc), severity="error")
+
+            self.push_screen(ChooseScreen(f"Voice {name}", [("rename", "Rename"),
+                                                             ("forget", "Forget")]), act)
+
+        self.push_screen(ChooseScreen(f"Voice profiles ({store.folder})", options), chosen)
 
     def action_search(self) -> None:
         self.push_screen(AskScreen("Search the transcript", self.state.query,

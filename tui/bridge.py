@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.config import Config
-from engine.messages import EngineEvent, EngineFailed
+from engine.messages import EngineEvent, EngineFailed, Enrol
 from engine.runner import EngineFailure, Runner
 from engine.supervisor import Supervisor
 
@@ -87,6 +87,11 @@ class EngineBridge(threading.Thread):
     def seek(self, by_s: float) -> None:
         """A paced replay plays on `by_s` seconds later (negative: earlier)."""
         self.commands.put(SeekCommand(by_s))
+
+    def enrol(self, request: Enrol) -> None:
+        """Thread-safe: diarization saves the voice and answers with VoiceEnrolled."""
+        if self.engine is not None:
+            self.engine.enrol(request)
 
     def pause(self, paused: bool) -> None:
         """Thread-safe: the engine's command channel takes messages from any thread."""

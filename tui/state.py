@@ -8,6 +8,7 @@ needs: worker gauges, the partial line, search, the user's names for speakers.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.messages import (
@@ -26,6 +27,7 @@ from engine.messages import (
     StreamOpened,
     StreamRewound,
     TranscriptResult,
+    VoicesRecognised,
     WorkerError,
     WorkerMetrics,
     WorkerState,
@@ -66,6 +68,10 @@ class ConsoleState:
     started: float | None = None
     lag_s: float = 0.0
     names: dict[str, str] = field(default_factory=dict)
+    # speakers whose voice matched a profile: label -> (profile name, score); `rejected`:
+    # labels the user said are not that person (kept with the session)
+    recognised: dict[str, tuple[str, float]] = field(default_factory=dict)
+    rejected: set[str] = field(default_factory=set)
     workers: dict[str, WorkerView] = field(
         default_factory=lambda: {r: WorkerView(r) for r in ROLES})
     errors: list[str] = field(default_factory=list)
@@ -111,6 +117,7 @@ class ConsoleState:
                 if sid != self.stream_id:  # a new recording: a new transcript
                     self.stream_id = sid
                     self.names = {}
+                    self.recognised, self.rejected = {}, set()
                     self.partial, self.recorded_s = "", 0.0
                     self.position_s = self.done_s = 0.0
                     self.session_path = self.session_paths.get(sid, "")
@@ -150,8 +157,11 @@ class ConsoleState:
             case DiarizationResult(turns=turns):
                 # the offline pass: its labels are mapped onto the live ones, names survive
                 self._changed(self.builder.set_live_turns(turns))
-            case StreamRewound(stream_id=sid) if sid != self.stream_id:
+            case StreamRewound(stream_id=sid) | VoicesRecognised(stream_id=sid) if (
+                    sid != self.stream_id):
                 pass
+            case VoicesRecognised(matches=matches):
+                self.recognise(matches)
             case StreamRewound(role="capture", to_sample=to):
                 self.position_s = to / SAMPLE_RATE  # a seek: the play position moved
             case StreamRewound(role="transcription", to_sample=to):
@@ -221,8 +231,31 @@ class ConsoleState:
         return self.builder.speakers
 
     def name(self, label: str | None) -> str:
+        """The user's name for a speaker, else the voice profile it matched, else its label."""
         label = label or UNKNOWN_SPEAKER
-        return self.names.get(label, label)
+        if label in self.names:
+            return self.names[label]
+        return self.recognised[label][0] if label in self.recognised else label
+
+    def shown_name(self, label: str | None) -> str:
+        """The name on screen: a voice-profile name carries a sign (✓) the user can reject."""
+        return self.name(label) + (" ✓" if self.is_recognised(label) else "")
+
+    def is_recognised(self, label: str | None) -> bool:
+        """Named after a voice profile (not by the user): shown with a sign."""
+        return bool(label) and label in self.recognised and label not in self.names
+
+    def recognise(self, matches: Sequence[tuple[str, str, float]]) -> None:
+        """The latest matches of speakers to voice profiles (rejected ones stay unnamed)."""
+        self.recognised = {label: (name, score) for label, name, score in matches
+                           if label not in self.rejected}
+        self.builder.touch()
+
+    def reject(self, label: str) -> None:
+        """The user says this speaker is not the profile's person: back to the label."""
+        self.rejected.add(label)
+        self.recognised.pop(label, None)
+        self.builder.touch()
 
     def search(self, query: str) -> int:
         """Find segments containing `query` (accent-insensitive); returns how many."""
@@ -248,12 +281,16 @@ class ConsoleState:
 
     def show_session(self, source: str, duration_s: float, segments: list[Segment],
                      turns: list[SpeakerTurn], names: dict[str, str], meta_path: str,
-                     language: str = "", model: str = "") -> None:
+                     language: str = "", model: str = "",
+                     recognised: Sequence[tuple[str, str, float]] = (),
+                     rejected: Sequence[str] = ()) -> None:
         """Show a past session read from disk (no engine stream behind it)."""
         self.stream_id = -1  # results of any earlier stream are no longer shown
         self.source, self.source_kind, self.duration_s = source, "session", duration_s
         self.builder.reset(segments, turns if turns else None)
         self.names = dict(names)
+        self.rejected = set(rejected)
+        self.recognise(recognised)
         self.partial, self.recording, self.recorded_s = "", False, 0.0
         self.session_path = meta_path
         self.language, self.model = language or self.language, model or self.model
@@ -271,8 +308,10 @@ class ConsoleState:
     def transcript(self) -> Transcript:
         """A snapshot for exports."""
         b = self.builder  # segments keep their own labels when there are no turns
-        return Transcript(self.source or "session", self.duration_s, self.language, self.model,
-                          list(b.segments), list(b.turns), bool(b.turns), dict(self.names))
+        tr = Transcript(self.source or "session", self.duration_s, self.language, self.model,
+                        list(b.segments), list(b.turns), bool(b.turns), dict(self.names))
+        tr.recognise([(label, name, score) for label, (name, score) in self.recognised.items()])
+        return tr
 
     def progress(self, now: float | None = None) -> tuple[float, float | None]:
         """A fast replay: the share of the file transcribed, and the seconds left at the

@@ -21,11 +21,13 @@ from engine.messages import (
     DiarizationResult,
     EndOfStream,
     EngineEvent,
+    Enrol,
     ReloadModels,
     Role,
     SpeakerTurn,
     StreamRewound,
     StreamStart,
+    VoiceEnrolled,
     VoicesRecognised,
     WorkerInput,
     WorkerState,
@@ -118,6 +120,15 @@ class DiarizationHandler(Handler):
         match msg:
             case ReloadModels():
                 yield from self._reload()
+            case Enrol():
+                from engine.voices import VoiceError
+
+                try:
+                    p = self.recogniser.enrol(msg.audio_path, msg.turns, msg.speaker, msg.name,
+                                              msg.source)
+                    yield VoiceEnrolled(p.name, p.seconds)
+                except VoiceError as exc:
+                    yield VoiceEnrolled(msg.name, 0.0, str(exc))
             case StreamStart(live=True):
                 from engine.diarization.online import OnlineDiarizer
 
