@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -237,43 +237,43 @@ def _names_on_disk(meta_path: Path) -> dict[str, str] | None:
     return dict(names) if isinstance(names, dict) else None
 
 
-def store_rejection(meta_path: Path, label: str) -> list[str]:
-    """Keep in a session that `label` is not the voice profile it matched."""
+def _update_meta(meta_path: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply a user's decision to a session's metadata file, keeping everything else."""
     try:
         doc = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SessionError(f"session metadata {meta_path} is missing") from None
     except (OSError, ValueError) as exc:
         raise SessionError(f"cannot read {meta_path}: {exc}") from None
-    rejected = list(dict.fromkeys([*(doc.get("rejected_voices") or []), label]))
-    doc["rejected_voices"] = rejected
+    change(doc)
     try:
         _atomic_json(meta_path, doc)
     except OSError as exc:
         raise SessionError(f"cannot write {meta_path}: {exc.strerror or exc}") from None
-    return rejected
+    return doc
+
+
+def store_rejection(meta_path: Path, label: str) -> list[str]:
+    """Keep in a session that `label` is not the voice profile it matched."""
+    def change(doc: dict[str, Any]) -> None:
+        doc["rejected_voices"] = list(dict.fromkeys([*(doc.get("rejected_voices") or []),
+                                                     label]))
+
+    return list(_update_meta(meta_path, change)["rejected_voices"])
 
 
 def store_name(meta_path: Path, label: str, name: str) -> dict[str, str]:
     """Set (or, with an empty name, clear) a speaker's display name in a session's metadata
     file, keeping everything else in it; returns the names now stored."""
-    try:
-        doc = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SessionError(f"session metadata {meta_path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise SessionError(f"cannot read {meta_path}: {exc}") from None
-    names = dict(doc.get("speaker_names") or {})
-    if name.strip():
-        names[label] = name.strip()
-    else:
-        names.pop(label, None)
-    doc["speaker_names"] = names
-    try:
-        _atomic_json(meta_path, doc)
-    except OSError as exc:
-        raise SessionError(f"cannot write {meta_path}: {exc.strerror or exc}") from None
-    return names
+    def change(doc: dict[str, Any]) -> None:
+        names = dict(doc.get("speaker_names") or {})
+        if name.strip():
+            names[label] = name.strip()
+        else:
+            names.pop(label, None)
+        doc["speaker_names"] = names
+
+    return dict(_update_meta(meta_path, change)["speaker_names"])
 
 
 # --------------------------------------------------------------------------- reading
