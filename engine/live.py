@@ -71,6 +71,7 @@ class LiveStream:
     spans: list[tuple[float, float]] = field(default_factory=list)
     # (label, profile name, score): speakers whose voice matched a profile (latest word)
     recognised: tuple[tuple[str, str, float], ...] = ()
+    named_live_at: float | None = None  # stream seconds settled when a voice was first named
     _labelled_upto: float = 0.0
     # committed segments labelled by the live turns, then by the refined ones
     builder: TranscriptBuilder = field(default_factory=TranscriptBuilder)
@@ -150,8 +151,10 @@ class LiveStream:
                     self.builder.trim_turns(at)
                 if self.journal:
                     self.journal.seek("diarization", at)
-            case VoicesRecognised(matches=matches):
+            case VoicesRecognised(matches=matches, final=final):
                 self.recognised = matches
+                if matches and not final and self.named_live_at is None:
+                    self.named_live_at = self.builder.raw[-1].end if self.builder.raw else 0.0
                 if self.journal:
                     self.journal.voices(matches)
             case MicStatus(state=state):

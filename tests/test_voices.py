@@ -142,6 +142,8 @@ def test_the_live_path_names_a_known_voice(home: tuple[Path, Config, Runner],
         assert live.error is None
         names = {label: name for label, name, _ in live.recognised}
         assert list(names.values()) == [NAME], live.recognised
+        # named while the stream still ran, not only by the pass at the end
+        assert live.named_live_at is not None and live.named_live_at < 25.0
         label = next(iter(names))
         assert label == _voice_of(dialogue, live.refined or live.turns, voice)
         assert live.transcript().name(label) == NAME
@@ -216,3 +218,45 @@ def test_bench_speakers_measures_the_threshold_it_uses() -> None:
     assert doc["operating_point"] <= doc["threshold_in_use"]
     assert doc["false_names"] == 0 and doc["named_share"] >= 0.8, doc
     assert {"threshold", "far", "frr"} <= set(doc["roc"][0]) and 0 <= doc["eer"] <= 0.5
+
+
+def test_several_recordings_add_to_one_profile(tmp_path: Path) -> None:
+    from engine.audio.source import read_audio
+    from engine.voices import Embedder, enrol, speech_spans
+
+    cfg = load_config()
+    store, embedder = VoiceStore(tmp_path / "v"), Embedder.from_config(cfg)
+    audio = read_audio(clip_path("ptbr_fleurs_000"))
+    half = len(audio) / 16000 / 2
+    first = enrol(store, embedder, audio, speech_spans(audio, 0, half), "Ana", "a", 5.0)
+    both = enrol(store, embedder, audio, speech_spans(audio, half), "ana", "b", 5.0)
+    assert both.name == "Ana" and both.sources == ["a", "b"]
+    assert both.seconds == pytest.approx(first.seconds * 2, rel=0.4)
+    assert float(np.dot(both.vector, first.vector)) > 0.8 and len(store.list()) == 1
+
+
+async def test_the_voices_screen_renames_and_forgets(tmp_path: Path) -> None:
+    import dataclasses
+
+    from textual.widgets import Input
+
+    from tui.app import TranscrevApp
+    from tui.screens.confirm import ConfirmScreen
+
+    cfg = load_config()
+    cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths,
+                                                             recordings_dir=tmp_path))
+    store = VoiceStore(voices_dir(cfg))
+    store.save(Profile("Ana", np.ones(192, np.float32) / np.sqrt(192), 12.0, ["s1"]))
+    app = TranscrevApp(cfg, events=[])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("v", "enter", "enter")  # Ana, rename
+        app.screen.query_one(Input).value = "Ana Lima"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [p.name for p in store.list()] == ["Ana Lima"]
+        await pilot.press("v", "enter", "down", "enter")  # Ana Lima, forget
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+    assert store.list() == [] and not list(voices_dir(cfg).iterdir())
