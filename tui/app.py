@@ -17,7 +17,6 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.widgets import Footer
 
 from engine.config import Config
 from engine.export import EXPORT_FORMATS, render
@@ -50,6 +49,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
 from tui.state import ConsoleState
+from tui.widgets.footer import Footer
 from tui.widgets.gauges import Gauges
 from tui.widgets.partial_line import PartialLine
 from tui.widgets.status_bar import StatusBar

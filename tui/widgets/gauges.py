@@ -42,22 +42,14 @@ class Gauges(Static):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.state = state
         self.heartbeat_interval = heartbeat_interval
+        self._shown: tuple[bool, bool, tuple[tuple[str, ...], ...]] | None = None  # last shown
 
     def sync(self, now: float | None = None) -> None:
         """Columns a narrow terminal has no room for are left out whole (model first, then
         heartbeat age) rather than cut mid-word."""
         now = time.monotonic() if now is None else now
         width = self.content_size.width or self.app.size.width
-        table = Table(box=None, expand=True, pad_edge=False, show_edge=False)
-        table.add_column("worker", no_wrap=True, style="bold", min_width=13)
-        table.add_column("state", no_wrap=True, min_width=8, overflow="ellipsis")
-        table.add_column("memory", no_wrap=True, min_width=18)
-        if width >= NARROW:
-            table.add_column("beat", no_wrap=True, justify="right")
-        table.add_column("rst", no_wrap=True, justify="right")
-        table.add_column("ratio", no_wrap=True, justify="right")
-        if width >= MEDIUM:
-            table.add_column("model", no_wrap=True, overflow="ellipsis", ratio=1)
+        rows: list[list[str | Text]] = []
         for w in self.state.workers.values():
             late = w.heartbeat_age_s > 2 * self.heartbeat_interval
             beat = Text(f"{w.heartbeat_age_s:.1f}s", style="bold red" if late else "")
@@ -68,5 +60,26 @@ class Gauges(Static):
             cells += [str(w.restarts), ratio]
             if width >= MEDIUM:
                 cells.append(w.model or "-")
+            rows.append(cells)
+        # on a timer (4 Hz) while the values change about once a heartbeat: an unchanged
+        # table is not drawn again, and the screen is laid out again only for another
+        # number of rows (the widget's height)
+        shown = (width >= NARROW, width >= MEDIUM, tuple(
+            tuple(c.markup if isinstance(c, Text) else c for c in cells) for cells in rows))
+        if shown == self._shown:
+            return
+        layout = self._shown is None or len(shown[2]) != len(self._shown[2])
+        self._shown = shown
+        table = Table(box=None, expand=True, pad_edge=False, show_edge=False)
+        table.add_column("worker", no_wrap=True, style="bold", min_width=13)
+        table.add_column("state", no_wrap=True, min_width=8, overflow="ellipsis")
+        table.add_column("memory", no_wrap=True, min_width=18)
+        if width >= NARROW:
+            table.add_column("beat", no_wrap=True, justify="right")
+        table.add_column("rst", no_wrap=True, justify="right")
+        table.add_column("ratio", no_wrap=True, justify="right")
+        if width >= MEDIUM:
+            table.add_column("model", no_wrap=True, overflow="ellipsis", ratio=1)
+        for cells in rows:
             table.add_row(*cells)
-        self.update(table)
+        self.update(table, layout=layout)

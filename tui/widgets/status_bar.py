@@ -48,6 +48,7 @@ class StatusBar(Static):
     def __init__(self, state: ConsoleState, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.state = state
+        self._text: str | None = None
 
     def sync(self, now: float | None = None) -> None:
         s = self.state
@@ -77,4 +78,7 @@ class StatusBar(Static):
             parts.insert(0, "PAUSED")
         if s.errors:
             parts.append(f"! {s.errors[-1]}")
-        self.update(" │ ".join(parts))
+        text = " │ ".join(parts)
+        if text != self._text:  # one row whatever it says: no layout, just this line
+            self._text = text
+            self.update(text, layout=False)
