@@ -21,6 +21,19 @@ def clips() -> dict[str, dict[str, Any]]:
     return {c["id"]: c for c in doc["clips"]}
 
 
+def count_calls(obj: Any, name: str) -> list[int]:
+    """Wrap `obj.name` so each call is counted in the returned one-item list."""
+    count = [0]
+    original = getattr(obj, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(obj, name, counting)
+    return count
+
+
 def write_config(folder: Path) -> Path:
     """A config.toml in `folder` with the project's models and recordings/logs under it."""
     cfg = folder / "config.toml"

@@ -23,7 +23,7 @@ from engine.messages import (
     Word,
 )
 from engine.transcript import assign_speakers
-from tests.conftest import DATA
+from tests.conftest import DATA, count_calls
 from tui.app import EngineEvents, TranscrevApp
 from tui.state import ConsoleState
 from tui.widgets.transcript_view import TranscriptView
@@ -86,21 +86,13 @@ async def test_view_redraws_only_the_tail_and_matches_a_fresh_view(tmp_path: Pat
     app = TranscrevApp(load_config(), clock=lambda: 1000.0)
     async with app.run_test(size=(100, 40)) as pilot:
         view = app.query_one("#transcript", TranscriptView)
-        cleared = 0
-        original_clear = view.clear
-
-        def counting_clear() -> TranscriptView:
-            nonlocal cleared
-            cleared += 1
-            return original_clear()
-
-        view.clear = counting_clear  # type: ignore[method-assign]
+        cleared = count_calls(view, "clear")
         for ev in events:
             app.post_message(EngineEvents([ev]))
             await pilot.pause()
         await pilot.pause()
         incremental = [strip.text for strip in view.lines]
-        assert cleared <= 1  # live relabels never redraw the whole log
+        assert cleared[0] <= 1  # live relabels never redraw the whole log
         view._version = -1  # force a full redraw from the state
         view.sync()
         assert [strip.text for strip in view.lines] == incremental

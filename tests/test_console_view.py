@@ -24,6 +24,7 @@ from engine.messages import (
     WorkerState,
 )
 from engine.workers.spec import ROLES
+from tests.conftest import count_calls
 from tui.app import TranscrevApp
 from tui.widgets.gauges import Gauges
 from tui.widgets.partial_line import PartialLine
@@ -122,20 +123,12 @@ async def test_segments_removed_from_the_end_leave_the_view_as_a_fresh_one() -> 
         for batch in _session(300, per_batch=20):
             app._apply(batch)
         await pilot.pause()
-        cleared = 0
-        original_clear = view.clear
-
-        def counting_clear() -> TranscriptView:
-            nonlocal cleared
-            cleared += 1
-            return original_clear()
-
-        view.clear = counting_clear  # type: ignore[method-assign]
+        cleared = count_calls(view, "clear")
         back_to = app.state.segments[-40].start  # a seek back: the end is transcribed again
         app._apply([StreamRewound(1, "transcription", int(back_to * 16000)),
                     StreamRewound(1, "diarization", int(back_to * 16000))])
         await pilot.pause()
-        assert cleared == 0
+        assert cleared == [0]
         assert 250 < len(app.state.segments) < 300
         shown = [strip.text for strip in view.lines]
         assert view.virtual_size.height == len(shown)
