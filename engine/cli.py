@@ -231,6 +231,32 @@ def _output_target(args: argparse.Namespace, src: str, many: bool) -> Path | Non
     return out
 
 
+def _output_targets(args: argparse.Namespace, files: list[str],
+                    many: bool) -> dict[str, Path | None]:
+    """Each input's transcript file. Inputs that would share one (speech.flac and speech.ogg,
+    or two x.wav into one folder) keep their extension in the name, then a number, so a
+    batch never writes one transcript over another."""
+    suffix = EXPORT_FORMATS[args.format].suffix
+    first = {f: _output_target(args, f, many) for f in files}
+    counts: dict[Path, int] = {}
+    for t in first.values():
+        if t is not None:
+            counts[t] = counts.get(t, 0) + 1
+    out: dict[str, Path | None] = {}
+    taken = {t for t, n in counts.items() if n == 1}
+    for f, t in first.items():
+        if t is None or counts[t] == 1:
+            out[f] = t
+            continue
+        name, n = f"{Path(f).name}{suffix}", 1
+        while (cand := t.with_name(name)) in taken:
+            n += 1
+            name = f"{Path(f).name}-{n}{suffix}"
+        taken.add(cand)
+        out[f] = cand
+    return out
+
+
 class _Bar:
     """Batch progress on a terminal: one updating line per file, then its outcome."""
 
@@ -286,6 +312,7 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
     if not good:
         return status
     many = len(files) > 1
+    targets = _output_targets(args, good, many)
     faults = _faults(args)
     failed = len(files) - len(good)
     with Supervisor(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
@@ -296,7 +323,7 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
             bar = _Bar(i, len(good), f) if many else None
             result = runner.transcribe(f, realtime=args.realtime,
                                        on_progress=bar.update if bar else None)
-            target = _emit(result, args, many, quiet=bar is not None)
+            target = _emit(result, args, targets[f], quiet=bar is not None)
             if target is None:
                 status = status or EXIT_USAGE
                 failed += 1
@@ -310,20 +337,22 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
     return status
 
 
-def _emit(result: FileResult, args: argparse.Namespace, many: bool,
+def _emit(result: FileResult, args: argparse.Namespace, target: Path | None,
           quiet: bool = False) -> str | None:
     """Write or print one file's transcript; where it went, or None when nothing could be
     produced."""
     tr = result.transcript
+    # in a batch, every line says which file it is about
+    about = "" if target is None or str(result.path) in (result.error or "") \
+        else f"{result.path}: "
     for warning in tr.warnings:
         if warning != result.error:
-            _err(f"warning: {warning}")
+            _err(f"warning: {about}{warning}")
     if result.error:
-        _err(result.error)
+        _err(f"{about}{result.error}")
         if not tr.segments and result.audio_s == 0:
             return None
     text = render(tr, args.format)
-    target = _output_target(args, result.path, many)
     if target is None:
         sys.stdout.write(text)
         sys.stdout.flush()
