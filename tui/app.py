@@ -43,6 +43,7 @@ from engine.sessions import (
 )
 from engine.timefmt import clock, minutes
 from tui.bridge import EngineBridge
+from tui.gc_pause import IdleCollector
 from tui.screens.ask import AskScreen
 from tui.screens.choose import ChooseScreen
 from tui.screens.confirm import ConfirmScreen
@@ -128,6 +129,7 @@ class TranscrevApp(App[None]):
         super().__init__()
         self.config = config
         self.clock = clock
+        self.collector = IdleCollector()
         self.state = ConsoleState(language=config.transcription.language,
                                   vocabulary=config.transcription.vocabulary)
         self.replay = replay
@@ -159,6 +161,8 @@ class TranscrevApp(App[None]):
         self.refresh_gauges()
 
     def _start_engine(self) -> None:
+        self.collector.start()
+        self.set_interval(0.5, self.collector.tick)
         self.bridge = EngineBridge(self.config, self._post_from_thread)
         self.bridge.start()
         if self.record_at_start:
@@ -258,7 +262,10 @@ class TranscrevApp(App[None]):
 
     # ------------------------------------------------------------ actions
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.BINDINGS))
+        # built once and kept (installed): a help screen made per press was garbage each time
+        if not self.is_screen_installed("help"):
+            self.install_screen(HelpScreen(self.BINDINGS), "help")
+        self.push_screen("help")
 
     def action_toggle_gauges(self) -> None:
         gauges = self.query_one("#gauges", Gauges)
@@ -637,7 +644,13 @@ class TranscrevApp(App[None]):
 
         self.push_screen(ConfirmScreen("Recording is in progress. Stop and quit?"), answer)
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown):
+            self.collector.key()  # no full collection while the user is acting
+        await super().on_event(event)
+
     def on_unmount(self) -> None:
+        self.collector.stop()
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge.join(timeout=5)
