@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocabulary", type=Path, metavar="FILE", help=VOCABULARY_HELP)
     t.add_argument("--realtime", action="store_true",
                    help="feed audio at real-time pace, like a live microphone")
+    t.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on a Ray cluster: local (a private one for the run), auto, or "
+                        "host:port (needs the cluster extra; [cluster] address in config)")
+    t.add_argument("--actors", type=int, metavar="N",
+                   help="with --cluster: this many actors (default: from the cluster's CPUs)")
     # testing aid: ROLE:KIND:AFTER_S, e.g. transcription:kill:2 (also TRANSCREVAI_INJECT_FAULT)
     t.add_argument("--inject-fault", action="append", default=[], help=argparse.SUPPRESS)
 
@@ -313,6 +318,9 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
         return status
     many = len(files) > 1
     targets = _output_targets(args, good, many)
+    address = args.cluster or cfg.cluster.address
+    if address:
+        return _transcribe_on_cluster(cfg, args, address, files, good, targets, status)
     faults = _faults(args)
     failed = len(files) - len(good)
     with Supervisor(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
@@ -335,6 +343,75 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
         _info(f"{len(files) - failed} of {len(files)} files transcribed"
               + (f", {failed} failed" if failed else ""))
     return status
+
+
+def _transcribe_on_cluster(cfg: Config, args: argparse.Namespace, address: str,
+                           files: list[str], good: list[str],
+                           targets: dict[str, Path | None], status: int) -> int:
+    """The batch on Ray actors: same outputs and exit codes as the local batch; files whose
+    outputs a manifest records as complete are skipped (a restarted command resumes)."""
+    from engine.cluster.batch import MANIFEST, ClusterBatch, ClusterError, Manifest, Progress
+
+    if args.actors is not None and args.actors < 1:
+        raise UserError("--actors must be 1 or more")
+    many = len(files) > 1
+    if args.output is not None and (many or args.output.is_dir()):
+        home = args.output
+    else:
+        home = Path(os.path.commonpath([str(Path(f).resolve().parent) for f in good]))
+    manifest = Manifest(home / MANIFEST)
+    todo = [f for f in good if not manifest.complete(f, targets[f])]
+    progress = Progress(len(todo), skipped=len(good) - len(todo))
+    if progress.skipped:
+        _info(f"{progress.skipped} of {len(good)} files already done (manifest {manifest.path})")
+    failed = len(files) - len(good)
+    if not todo:
+        return status
+    for f in todo:
+        try:
+            progress.total_audio_s += probe_duration(f)
+        except Exception:  # noqa: BLE001 - a bad file fails alone, later, with its own line
+            pass
+    try:
+        batch = ClusterBatch(cfg, address, args.actors or cfg.cluster.actors,
+                             cfg.cluster.cpus_per_actor, say=_err)
+    except ClusterError as exc:
+        raise UserError(str(exc)) from None
+    tty = sys.stderr.isatty()
+
+    def emit(result: FileResult, where: str) -> None:
+        nonlocal status, failed
+        target = _emit(result, args, targets[result.path], quiet=True)
+        if target is None:
+            status = status or EXIT_USAGE
+            failed += 1
+            progress.failed += 1
+        else:
+            progress.done += 1
+            if result.error or result.transcript.warnings:
+                status = status or EXIT_PARTIAL
+            if target != "stdout" and targets[result.path] is not None:
+                manifest.record(result.path, Path(target))
+        if tty:
+            sys.stderr.write(f"\r\x1b[K{progress.line(batch.nodes)}")
+            sys.stderr.flush()
+        if many and target not in (None, "stdout"):
+            print(f"{result.path} -> {target} ({where}, {result.audio_s:.1f} s of audio)",
+                  flush=True)
+
+    batch.run(todo, emit, progress=progress)
+    if tty:
+        sys.stderr.write("\n")
+    if many:
+        _info(f"{len(files) - failed} of {len(files)} files transcribed"
+              + (f", {failed} failed" if failed else ""))
+    return status
+
+
+def probe_duration(path: str) -> float:
+    from engine.audio.source import probe
+
+    return probe(path).duration_s
 
 
 def _emit(result: FileResult, args: argparse.Namespace, target: Path | None,

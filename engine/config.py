@@ -191,6 +191,17 @@ class ModelsConfig:
     forbid: str = ""
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """`transcrevai transcribe --cluster`: batches on a Ray cluster (the `cluster` extra)."""
+
+    # "" = this machine's engine; "local" = a private Ray for the run; "auto" = the cluster
+    # this machine is part of; or a Ray address host:port
+    address: str = ""
+    actors: int = field(default=0, metadata=_range(0, 4096))  # 0 = from the cluster's CPUs
+    cpus_per_actor: int = field(default=2, metadata=_range(1, 256))
+
+
 RSS_MB_RANGE = (32, 65536)
 
 
@@ -221,6 +232,7 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: Path | None = None
 
     def replace(self, section: str, **changes: Any) -> Config:

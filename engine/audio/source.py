@@ -130,6 +130,12 @@ def read_blocks(info: AudioInfo, block_samples: int,
         yield np.concatenate(pending).astype(np.float32, copy=False)
 
 
+def truncated_message(info: AudioInfo, samples: int) -> str:
+    """What a user is told about a file whose header promises more than it holds."""
+    return (f"{info.path}: file is truncated (the header promises more audio than it holds); "
+            f"transcribed the {samples / SAMPLE_RATE:.1f} s present")
+
+
 def read_audio(path: str | os.PathLike[str], block_s: float = 10.0) -> np.ndarray:
     """A whole (short) file as 16 kHz mono float32, through the same reader as the engine.
 

@@ -34,7 +34,13 @@ from engine.audio.mic import (
     use_source,
 )
 from engine.audio.recorder import RecorderError, WavRecorder
-from engine.audio.source import AudioFileError, AudioInfo, probe, read_blocks
+from engine.audio.source import (
+    AudioFileError,
+    AudioInfo,
+    probe,
+    read_blocks,
+    truncated_message,
+)
 from engine.channel import Sender
 from engine.config import Config
 from engine.messages import (
@@ -500,9 +506,7 @@ class CaptureHandler(Handler):
     def _finish(self, st: _Stream) -> Iterator[EngineEvent]:
         st.done_reading = True
         if st.info.truncated:
-            yield StreamError(st.sid, f"{st.info.path}: file is truncated (the header promises "
-                                      f"more audio than it holds); transcribed the "
-                                      f"{st.offset / SAMPLE_RATE:.1f} s present", partial=True)
+            yield StreamError(st.sid, truncated_message(st.info, st.offset), partial=True)
         for c in st.consumers.values():
             c.put(EndOfStream(st.sid, st.offset, c.epoch))
         self._release(st)

@@ -1,0 +1,426 @@
+"""The driver of a batch on a Ray cluster.
+
+Each actor holds one loaded pipeline (engine.cluster.pipeline). The driver reads every file
+itself with the engine's reader (the same 16 kHz blocks capture sends the local workers),
+streams it to an actor in bounded batches of blocks (at most WINDOW batches in flight, so a
+long file never sits whole in the object store), folds the events that come back as the local
+runner does, and alone writes outputs. No disk is shared with the nodes.
+
+Faults are Ray's: actors restart (max_restarts) on a live node when their process or node
+dies, and a file whose actor died part-way is streamed again from its start (its stream
+state died with the actor); every file ends exactly once. A manifest beside the outputs,
+written atomically after each file, lets the same command started again skip files whose
+outputs are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.audio.source import (
+    AudioFileError,
+    probe,
+    read_blocks,
+    truncated_message,
+)
+from engine.config import Config
+from engine.fileio import atomic_write_text, sha256_file
+from engine.messages import (
+    SAMPLE_RATE,
+    AudioChunk,
+    DiarizationResult,
+    EndOfStream,
+    EngineEvent,
+    StreamStart,
+    TranscriptResult,
+    VoicesRecognised,
+    WorkerInput,
+)
+from engine.runner import FileResult
+from engine.transcript import Transcript, TranscriptBuilder
+
+BATCH_S = 30.0  # audio per actor call
+WINDOW = 2  # calls in flight per file: bounded memory, the actor never waits for audio
+START_WAIT_S = 300.0  # actors load their models within this, or get no files
+RESTART_WAIT_S = 30.0  # a lost actor restarting (models load again) within this, or retired
+MAX_ATTEMPTS = 3  # a file whose actor died this often fails (a file that kills actors)
+MANIFEST = ".transcrevai-batch.json"
+
+
+class ClusterError(Exception):
+    """The cluster cannot run the batch (no Ray, unreachable, no usable node); one line."""
+
+
+@dataclass
+class NodeReport:
+    """What the driver knows of an actor: where it runs and what it did."""
+
+    name: str
+    host: str = ""
+    node_id: str = ""
+    models: str = ""
+    threads: int = 0
+    files: int = 0
+    audio_s: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    audio_s: float = 0.0
+    total_audio_s: float = 0.0
+    t0: float = field(default_factory=time.monotonic)
+
+    def line(self, nodes: list[NodeReport]) -> str:
+        wall = max(1e-6, time.monotonic() - self.t0)
+        rate = self.audio_s / wall
+        left = max(0.0, self.total_audio_s - self.audio_s)
+        eta = f"{left / rate / 60:.1f} min" if rate > 0 and self.done < self.total else "-"
+        per = ", ".join(f"{n.name} {n.files}" for n in nodes if not n.error)
+        return (f"files {self.done + self.failed}/{self.total} · audio "
+                f"{self.audio_s / 3600:.2f} h · {rate:.1f}× real time · ETA {eta} · {per}")
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("--cluster needs Ray: pip install 'transcrevai[cluster]'") from None
+    return ray
+
+
+def connect(address: str) -> Any:
+    """Join the cluster: `local` starts a private Ray on this machine for the run, `auto`
+    the cluster this machine is part of, else a Ray address (host:port)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not ours
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": False}
+    try:
+        if address == "local":
+            ray.init(address="local", **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+            from None
+    return ray
+
+
+def plan_actors(nodes: list[dict[str, Any]], actors: int, cpus_per_actor: int
+                ) -> list[tuple[str, int]]:
+    """(node id, CPUs) for each actor. By default an actor per `cpus_per_actor` CPUs of a
+    node (at least one per node); `actors` spreads that many over the nodes by their CPUs.
+    CPUs are whole, so an actor's whisper threads equal what Ray reserves for it."""
+    alive = [(n["NodeID"], int(n.get("Resources", {}).get("CPU", 0))) for n in nodes
+             if n.get("Alive") and int(n.get("Resources", {}).get("CPU", 0)) >= 1]
+    if not alive:
+        return []
+    if actors <= 0:
+        per = max(1, cpus_per_actor)
+        return [(nid, per if cpu >= per else cpu) for nid, cpu in alive
+                for _ in range(max(1, cpu // per))]
+    counts = {nid: 0 for nid, _ in alive}
+    cpus = dict(alive)
+    for _ in range(actors):  # to the node with the most whole CPUs per actor left
+        nid = max(counts, key=lambda n: (cpus[n] // (counts[n] + 1), -counts[n]))
+        counts[nid] += 1
+    return [(nid, max(1, cpus[nid] // n)) for nid, n in counts.items() for _ in range(n)]
+
+
+class Manifest:
+    """Files whose outputs are complete: input size and mtime, output path and hash."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self.done = dict(data.get("done", {}))
+        except (OSError, ValueError, AttributeError):
+            pass
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _stamp(src: str) -> dict[str, int]:
+        st = os.stat(src)
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def complete(self, src: str, target: Path | None) -> bool:
+        entry = self.done.get(os.path.abspath(src))
+        if entry is None or target is None or entry.get("output") != str(target):
+            return False
+        try:
+            return (entry.get("input") == self._stamp(src)
+                    and entry.get("output_sha256") == sha256_file(target))
+        except OSError:
+            return False
+
+    def record(self, src: str, target: Path) -> None:
+        with self.lock:
+            self.done[os.path.abspath(src)] = {"input": self._stamp(src), "output": str(target),
+                                               "output_sha256": sha256_file(target)}
+            atomic_write_text(self.path, json.dumps({"version": 1, "done": self.done},
+                                                    indent=1, ensure_ascii=False))
+
+
+class _Fold:
+    """One file's events into its transcript, as engine.runner.Runner folds a local job."""
+
+    def __init__(self, path: str, duration_s: float) -> None:
+        self.result = FileResult(path, Transcript(source=path), audio_s=duration_s)
+        self.result.transcript.duration_s = duration_s
+        self.builder = TranscriptBuilder()
+        self.covered = 0
+        self.transcribed = self.diarized = False
+
+    def apply(self, ev: EngineEvent) -> None:
+        res = self.result
+        match ev:
+            case TranscriptResult():
+                if self.transcribed or (ev.upto_sample <= self.covered and not ev.final):
+                    return
+                self.builder.add_segments([s for s in ev.segments
+                                           if s.start >= self.covered / SAMPLE_RATE - 0.01])
+                res.dropped += ev.dropped
+                self.covered = max(self.covered, ev.upto_sample)
+                res.work_s["transcription"] = res.work_s.get("transcription", 0) + ev.work_s
+                self.transcribed = self.transcribed or ev.final
+            case DiarizationResult() if not self.diarized:
+                self.builder.set_turns(ev.turns)
+                res.work_s["diarization"] = ev.work_s
+                self.diarized = ev.final
+            case VoicesRecognised(matches=matches):
+                res.transcript.recognise(matches)
+            case _:
+                pass
+
+    def finish(self, model: str) -> FileResult:
+        tr = self.result.transcript
+        built = self.builder.transcript(self.result.path)
+        tr.segments, tr.turns, tr.diarized = built.segments, built.turns, built.diarized
+        tr.language, tr.model = built.language, model
+        return self.result
+
+
+def _messages(path: str, sid: int, language: str | None, block: int
+              ) -> Any:
+    """(batch of messages, audio seconds so far) for one file; the reader's errors are
+    raised as AudioFileError after the blocks before them."""
+    info = probe(path)
+    batch: list[WorkerInput] = [StreamStart(sid, language)]
+    per = max(1, int(BATCH_S * SAMPLE_RATE) // block)
+    seq = offset = 0
+    for samples in read_blocks(info, block):
+        batch.append(AudioChunk(sid, seq, offset, samples))
+        seq += 1
+        offset += len(samples)
+        if len(batch) >= per:
+            yield batch, offset
+            batch = []
+    batch.append(EndOfStream(sid, offset))
+    yield batch, offset
+
+
+class ClusterBatch:
+    """Runs files on actors; `emit(result, target)` writes one (on the driver's thread)."""
+
+    def __init__(self, config: Config, address: str, actors: int = 0,
+                 cpus_per_actor: int = 0, say: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.ray = connect(address)
+        self.say = say or (lambda line: print(f"transcrevai: {line}", file=sys.stderr))
+        self.nodes: list[NodeReport] = []
+        self.actors: list[tuple[Any, NodeReport]] = []
+        self._start_actors(actors, cpus_per_actor or 1)
+
+    def _start_actors(self, actors: int, cpus_per_actor: int) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from engine.cluster.pipeline import Pipeline
+
+        remote = self.ray.remote(Pipeline)
+        plan = plan_actors(self.ray.nodes(), actors, cpus_per_actor)
+        if not plan:
+            raise ClusterError("the Ray cluster has no node with a CPU")
+        handles = []
+        for i, (nid, cpus) in enumerate(plan):
+            h = remote.options(
+                num_cpus=cpus, max_restarts=2, max_task_retries=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=True),
+            ).remote(self.config, cpus)
+            handles.append((h, NodeReport(f"actor {i + 1}", node_id=nid, threads=cpus)))
+        # models load on every node at once; each actor verifies its weights as it loads
+        asked = {h.where.remote(): (h, rep) for h, rep in handles}
+        ready, late = self.ray.wait(list(asked), num_returns=len(asked), timeout=START_WAIT_S)
+        for ref in ready + late:
+            h, rep = asked[ref]
+            try:
+                if ref in late:
+                    raise TimeoutError(f"not started within {START_WAIT_S:.0f} s (no room on "
+                                       "its node, or the node is gone)")
+                info = self.ray.get(ref)
+            except Exception as exc:  # a node without usable weights gets no work
+                rep.error = _one_line(exc)
+                self.say(f"node {rep.node_id[:12]} ({rep.name}): {rep.error}; it gets no files")
+                self.ray.kill(h, no_restart=True)
+                self.nodes.append(rep)
+                continue
+            rep.host, rep.models = info["host"], info["models"]
+            rep.name = f"{info['host']}/{info['pid']}"
+            self.nodes.append(rep)
+            self.actors.append((h, rep))
+        if not self.actors:
+            raise ClusterError("no actor could load the models: "
+                               + "; ".join(r.error for r in self.nodes))
+
+    def run(self, files: list[str], emit: Callable[[FileResult, str], None],
+            language: str | None = None, progress: Progress | None = None) -> None:
+        """Each file once, on whichever actor is free; `emit` is called on this thread."""
+        todo: queue.Queue[tuple[int, str, int]] = queue.Queue()
+        for sid, f in enumerate(files, 1):
+            todo.put((sid, f, 0))
+        results: queue.Queue[tuple[FileResult, str] | None] = queue.Queue()
+        block = max(1, int(self.config.engine.chunk_s * SAMPLE_RATE))
+
+        lock = threading.Lock()
+        in_flight = [0]  # files taken and not yet ended: one may still come back to `todo`
+
+        def serve(handle: Any, rep: NodeReport) -> None:
+            while True:
+                try:
+                    sid, path, attempt = todo.get(timeout=0.2)
+                except queue.Empty:
+                    with lock:
+                        if in_flight[0] == 0:
+                            break
+                    continue
+                with lock:
+                    in_flight[0] += 1
+                try:
+                    res = self._one(handle, rep, sid, path, language, block)
+                except _ActorLost as lost:
+                    if attempt + 1 >= MAX_ATTEMPTS:
+                        res = FileResult(path, Transcript(source=path),
+                                         error=f"{path}: {lost} ({MAX_ATTEMPTS} tries)")
+                    else:
+                        todo.put((sid, path, attempt + 1))  # from its start, on any actor
+                        with lock:
+                            in_flight[0] -= 1
+                        if not self._back(handle, rep):
+                            break  # Ray could not restart it anywhere: this actor retires
+                        continue
+                rep.files += 1
+                rep.audio_s += res.audio_s
+                results.put((res, rep.name))
+                with lock:
+                    in_flight[0] -= 1
+            results.put(None)
+
+        threads = [threading.Thread(target=serve, args=a, daemon=True) for a in self.actors]
+        for t in threads:
+            t.start()
+        running = len(threads)
+        while running:
+            item = results.get()
+            if item is None:
+                running -= 1
+                continue
+            emit(*item)
+            if progress is not None:
+                progress.audio_s += item[0].audio_s
+        while not todo.empty():  # every actor retired: what is left fails, one line each
+            _sid, path, _attempt = todo.get()
+            emit(FileResult(path, Transcript(source=path),
+                            error=f"{path}: no actor left on the cluster to run it"), "-")
+
+    def _back(self, handle: Any, rep: NodeReport) -> bool:
+        """Whether Ray brought the actor back (restarted on a node with room) in time."""
+        ray = self.ray
+        deadline = time.monotonic() + RESTART_WAIT_S
+        info: dict[str, Any] | None = None
+        why = ""
+        while info is None and time.monotonic() < deadline:
+            try:
+                info = ray.get(handle.where.remote(),
+                               timeout=max(0.1, deadline - time.monotonic()))
+            except ray.exceptions.ActorUnavailableError:  # restarting: ask again
+                time.sleep(0.5)
+            except Exception as exc:  # dead for good, or not back in time
+                why = type(exc).__name__
+                break
+        if info is None:  # not restarted (no room left, or restarts used up)
+            exc_name = why or "timed out"
+            rep.error = f"lost ({exc_name})"
+            self.say(f"{rep.name}: actor lost and not restarted ({exc_name}); its files go "
+                     "to the others")
+            try:
+                self.ray.kill(handle, no_restart=True)
+            except Exception:  # already gone
+                pass
+            return False
+        rep.name = f"{info['host']}/{info['pid']}"
+        return True
+
+    def _one(self, handle: Any, rep: NodeReport, sid: int, path: str, language: str | None,
+             block: int) -> FileResult:
+        ray = self.ray
+        try:
+            info = probe(path)
+        except AudioFileError as exc:
+            return FileResult(path, Transcript(source=path), error=str(exc))
+        fold = _Fold(path, info.duration_s)
+        pending: list[Any] = []
+        fed = 0
+        try:
+            try:
+                for msgs, upto in _messages(path, sid, language, block):
+                    fed = upto
+                    pending.append(handle.feed.remote(msgs))
+                    while len(pending) >= WINDOW:
+                        for ev in ray.get(pending.pop(0)):
+                            fold.apply(ev)
+            except AudioFileError as exc:  # decoding failed part-way: end what was read
+                fold.result.error = str(exc)
+                fold.result.transcript.warnings.append(str(exc))
+                pending.append(handle.feed.remote([EndOfStream(sid, fed)]))
+            for ref in pending:
+                for ev in ray.get(ref):
+                    fold.apply(ev)
+        except ray.exceptions.RayActorError as exc:
+            raise _ActorLost(f"its actor died ({type(exc).__name__})") from None
+        except ray.exceptions.RayTaskError as exc:
+            return FileResult(path, Transcript(source=path), audio_s=info.duration_s,
+                              error=f"{path}: {_one_line(getattr(exc, 'cause', None) or exc)}")
+        if info.truncated:
+            msg = truncated_message(info, fed)
+            fold.result.error = fold.result.error or msg
+            fold.result.transcript.warnings.append(msg)
+        return fold.finish(rep.models.split(" + ")[0])
+
+
+class _ActorLost(Exception):
+    pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

@@ -1,0 +1,184 @@
+"""`transcrevai transcribe --cluster` on a real two-node Ray cluster (issue 18).
+
+The cluster is Ray's own: `ray.cluster_utils.Cluster`, a head and a second node, each a
+separate raylet with one CPU, on this machine (so removing one is a real node loss). The
+command runs as a user runs it, in its own process, joining the cluster by address; actors
+load the real models and run the real handlers. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, clip_path, run_cli, skip_or_fail_in_ci
+
+CLIPS = ("ptbr_fleurs_000", "ptbr_ttspt_03", "ptbr_ttspt_09")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    try:
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        skip_or_fail_in_ci("ray is not installed (the cluster extra)")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    try:
+        yield c
+    finally:
+        c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("archive")
+    for clip in CLIPS:
+        shutil.copy(clip_path(clip), folder / f"{clip}.wav")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_outputs(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same files through this machine's engine: what the cluster must match."""
+    out = tmp_path_factory.mktemp("local")
+    proc = run_cli("transcribe", *sorted(str(p) for p in inputs.glob("*.wav")), "-f", "json",
+                   "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _on_cluster(cluster: Any, files: list[Path], out: Path, *extra: str,
+                timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return run_cli("transcribe", *map(str, files), "-f", "json", "-o", str(out),
+                   "--cluster", cluster.address, *extra, timeout=timeout)
+
+
+def _start(cluster: Any, files: list[Path], out: Path, actors: int,
+           stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """The batch command in the background (a driver the test can kill or watch)."""
+    cmd = [sys.executable, "-m", "engine.cli", "transcribe", *map(str, files), "-f", "json",
+           "-o", str(out), "--cluster", cluster.address, "--actors", str(actors)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def _first_line(proc: subprocess.Popen[str]) -> str:
+    """The first finished file's line (piped: one line per finished file)."""
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert " -> " in first, first
+    return first
+
+
+def _same(a: Path, b: Path, names: list[str]) -> None:
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_plan_actors_from_the_cluster_cpus() -> None:
+    from engine.cluster.batch import plan_actors
+
+    nodes = [{"NodeID": "a", "Alive": True, "Resources": {"CPU": 4.0}},
+             {"NodeID": "b", "Alive": True, "Resources": {"CPU": 1.0}},
+             {"NodeID": "c", "Alive": False, "Resources": {"CPU": 8.0}}]
+    # by default an actor per 2 CPUs, at least one per node; dead nodes get none
+    assert plan_actors(nodes, 0, 2) == [("a", 2), ("a", 2), ("b", 1)]
+    # --actors N: spread by CPUs, each actor's CPUs (its whisper threads) within its node's
+    assert sorted(plan_actors(nodes, 3, 2)) == [("a", 2), ("a", 2), ("b", 1)]
+    assert plan_actors(nodes, 1, 2) == [("a", 4)]
+    assert plan_actors([], 0, 2) == []
+
+
+def _tampered_models(folder: Path) -> Path:
+    """A node's own models folder (TRANSCREVAI_MODELS_DIR) with one flipped byte."""
+    src = ROOT / "models"
+    folder.mkdir()
+    (folder / "whisper-base").symlink_to(src / "whisper-base")
+    shutil.copytree(src / "diarization", folder / "diarization")
+    seg = folder / "diarization" / "segmentation-3.0.onnx"
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    seg.write_bytes(bytes(data))
+    return folder
+
+
+def test_a_batch_resumes_after_its_driver_dies_identical_to_local_and_bad_parts_fail_alone(
+        cluster: Any, inputs: Path, local_outputs: Path, tmp_path: Path) -> None:
+    """The driver is killed once its first file is written; the same command run again
+    (with a damaged file added, and a third node whose weights were tampered with) skips
+    that file by the manifest, names the bad node and gives it nothing, fails the bad file
+    with one line, and every transcript is byte-identical to this machine's."""
+    files = sorted(inputs.glob("*.wav"))
+    out = tmp_path / "out"
+    proc = _start(cluster, files, out, 2, stderr=subprocess.DEVNULL)
+    first = _first_line(proc)
+    proc.kill()
+    proc.wait()
+    bad = tmp_path / "quebrado.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk")
+    from engine.cluster.pipeline import MODELS_ENV
+
+    tampered = cluster.add_node(num_cpus=1, env_vars={
+        MODELS_ENV: str(_tampered_models(tmp_path / "node3-models"))})
+    cluster.wait_for_nodes()
+    try:
+        again = _on_cluster(cluster, files + [bad], out, "--actors", "3")
+    finally:
+        cluster.remove_node(tampered)
+    assert again.returncode == 2, again.stderr  # one input was bad, the rest went on
+    errors = [ln for ln in again.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 2, errors
+    file_line, node_line = sorted(errors, key=lambda ln: "quebrado.wav" not in ln)
+    assert "quebrado.wav" in file_line, errors
+    assert "SHA-256" in node_line and "gets no files" in node_line, errors
+    redone = [ln.split(" -> ")[0] for ln in again.stdout.splitlines() if " -> " in ln]
+    assert first.split(" -> ")[0] not in redone and len(redone) == len(files) - 1, redone
+    _same(local_outputs, out, [f"{c}.json" for c in CLIPS])
+
+
+def test_an_actor_killed_mid_file_is_replaced_and_every_file_ends_once(
+        cluster: Any, inputs: Path, local_outputs: Path, tmp_path: Path) -> None:
+    files = sorted(inputs.glob("*.wav"))
+    out = tmp_path / "out"
+    proc = _start(cluster, files, out, 1)
+    deadline = time.monotonic() + 120
+    busy: list[int] = []
+    while not busy and time.monotonic() < deadline:  # the actor is transcribing a file
+        found = subprocess.run(["pgrep", "-f", "ray::Pipeline.feed"], capture_output=True,
+                               text=True)
+        busy = [int(p) for p in found.stdout.split()]
+        time.sleep(0.05)
+    assert busy, "no actor ever ran"
+    os.kill(busy[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    done = [ln for ln in stdout.splitlines() if " -> " in ln]
+    assert sorted(ln.split(" -> ")[0] for ln in done) == sorted(map(str, files)), done
+    _same(local_outputs, out, [f"{c}.json" for c in CLIPS])
+
+
+def test_a_node_lost_mid_batch_leaves_the_batch_to_the_other(
+        cluster: Any, inputs: Path, local_outputs: Path, tmp_path: Path) -> None:
+    """The second node is removed while the batch runs; its actor's file starts again on the
+    node that remains. (Last in this module: the cluster keeps one node after it.)"""
+    files = sorted(inputs.glob("*.wav"))
+    out = tmp_path / "out"
+    proc = _start(cluster, files, out, 2)
+    first = _first_line(proc)  # both actors loaded and the batch under way
+    cluster.remove_node(cluster.list_all_nodes()[1])
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    done = [ln for ln in (first + stdout).splitlines() if " -> " in ln]
+    assert sorted(ln.split(" -> ")[0] for ln in done) == sorted(map(str, files)), done
+    _same(local_outputs, out, [f"{c}.json" for c in CLIPS])
