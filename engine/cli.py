@@ -306,10 +306,11 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
     from engine.audio.source import probe
 
     good: list[str] = []
+    durations: dict[str, float] = {}
     status = EXIT_OK
     for f in files:
         try:
-            probe(f)
+            durations[f] = probe(f).duration_s
             good.append(f)
         except AudioFileError as exc:
             _err(str(exc))
@@ -320,7 +321,7 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
     targets = _output_targets(args, good, many)
     address = args.cluster or cfg.cluster.address
     if address:
-        return _transcribe_on_cluster(cfg, args, address, files, good, targets, status)
+        return _transcribe_on_cluster(cfg, args, address, files, durations, targets, status)
     faults = _faults(args)
     failed = len(files) - len(good)
     with Supervisor(cfg, diarization=cfg.diarization.enabled, faults=faults) as engine:
@@ -346,32 +347,29 @@ def cmd_transcribe(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _transcribe_on_cluster(cfg: Config, args: argparse.Namespace, address: str,
-                           files: list[str], good: list[str],
+                           files: list[str], durations: dict[str, float],
                            targets: dict[str, Path | None], status: int) -> int:
     """The batch on Ray actors: same outputs and exit codes as the local batch; files whose
-    outputs a manifest records as complete are skipped (a restarted command resumes)."""
+    outputs a manifest records as complete are skipped (a restarted command resumes).
+    `durations`: the inputs that probed well, with their length."""
     from engine.cluster.batch import MANIFEST, ClusterBatch, ClusterError, Manifest, Progress
 
     if args.actors is not None and args.actors < 1:
         raise UserError("--actors must be 1 or more")
-    many = len(files) > 1
+    many, good = len(files) > 1, list(durations)
     if args.output is not None and (many or args.output.is_dir()):
         home = args.output
     else:
         home = Path(os.path.commonpath([str(Path(f).resolve().parent) for f in good]))
     manifest = Manifest(home / MANIFEST)
     todo = [f for f in good if not manifest.complete(f, targets[f])]
-    progress = Progress(len(todo), skipped=len(good) - len(todo))
+    progress = Progress(len(todo), skipped=len(good) - len(todo),
+                        total_audio_s=sum(durations[f] for f in todo))
     if progress.skipped:
         _info(f"{progress.skipped} of {len(good)} files already done (manifest {manifest.path})")
     failed = len(files) - len(good)
     if not todo:
         return status
-    for f in todo:
-        try:
-            progress.total_audio_s += probe_duration(f)
-        except Exception:  # noqa: BLE001 - a bad file fails alone, later, with its own line
-            pass
     try:
         batch = ClusterBatch(cfg, address, args.actors or cfg.cluster.actors,
                              cfg.cluster.cpus_per_actor, say=_err)
@@ -388,6 +386,7 @@ def _transcribe_on_cluster(cfg: Config, args: argparse.Namespace, address: str,
             progress.failed += 1
         else:
             progress.done += 1
+            progress.audio_s += result.audio_s
             if result.error or result.transcript.warnings:
                 status = status or EXIT_PARTIAL
             if target != "stdout" and targets[result.path] is not None:
@@ -399,19 +398,13 @@ def _transcribe_on_cluster(cfg: Config, args: argparse.Namespace, address: str,
             print(f"{result.path} -> {target} ({where}, {result.audio_s:.1f} s of audio)",
                   flush=True)
 
-    batch.run(todo, emit, progress=progress)
+    batch.run(todo, emit)
     if tty:
         sys.stderr.write("\n")
     if many:
         _info(f"{len(files) - failed} of {len(files)} files transcribed"
               + (f", {failed} failed" if failed else ""))
     return status
-
-
-def probe_duration(path: str) -> float:
-    from engine.audio.source import probe
-
-    return probe(path).duration_s
 
 
 def _emit(result: FileResult, args: argparse.Namespace, target: Path | None,

@@ -23,6 +23,7 @@ from engine.messages import (
     MicLevel,
     MicStatus,
     PartialResult,
+    Segment,
     SessionOpened,
     StreamError,
     StreamOpened,
@@ -62,7 +63,10 @@ class FileResult:
 
 
 @dataclass
-class _Job:
+class FileJob:
+    """One file's results folded into its transcript: the local runner's and a cluster
+    driver's (engine.cluster.batch) one way of doing it."""
+
     sid: int
     result: FileResult
     builder: TranscriptBuilder = field(default_factory=TranscriptBuilder)
@@ -71,6 +75,40 @@ class _Job:
     failed: bool = False
     covered: int = 0  # samples of the stream whose transcription has arrived
     writer: SessionWriter | None = None  # the session kept on disk (console replays)
+
+    def take_transcript(self, ev: TranscriptResult, keep: bool = True) -> list[Segment] | None:
+        """Fold a transcription result; its new segments, or None for a re-sent piece."""
+        if self.transcribed or (ev.upto_sample <= self.covered and not ev.final):
+            return None  # a re-sent piece this job already has
+        fresh = [seg for seg in ev.segments if seg.start >= self.covered / SAMPLE_RATE - 0.01]
+        if keep:
+            self.builder.add_segments(fresh)
+        res = self.result
+        res.dropped += ev.dropped
+        self.covered = max(self.covered, ev.upto_sample)
+        res.work_s["transcription"] = res.work_s.get("transcription", 0) + ev.work_s
+        self.transcribed = self.transcribed or ev.final
+        return fresh
+
+    def take_turns(self, ev: DiarizationResult, keep: bool = True) -> bool:
+        """Fold the speaker turns (they replace earlier ones); False once diarized."""
+        if self.diarized:
+            return False
+        if keep:
+            self.builder.set_turns(ev.turns)
+        self.result.work_s["diarization"] = ev.work_s
+        self.diarized = ev.final
+        return True
+
+    def finish(self, model: str) -> FileResult:
+        """The result with its transcript built (unless the job failed outright)."""
+        tr = self.result.transcript
+        tr.model = model
+        if not self.failed:
+            built = self.builder.transcript(self.result.path)
+            tr.segments, tr.turns, tr.diarized = built.segments, built.turns, built.diarized
+            tr.language = built.language
+        return self.result
 
 
 class Runner:
@@ -89,7 +127,7 @@ class Runner:
         self.load_s: dict[str, float] = {}
         self.models: dict[str, str] = {}
         self.peak_rss_bytes = 0
-        self._job: _Job | None = None
+        self._job: FileJob | None = None
         self._degraded: dict[str, str] = {}  # optional workers that failed for good: why
         self._down: dict[str, str] = {}  # required workers that failed for good
         self._last_rss = 0.0
@@ -127,7 +165,7 @@ class Runner:
         if self._down:
             raise EngineFailure(next(iter(self._down.values())))
         result = FileResult(path, Transcript(source=path))
-        job = self._job = _Job(self.engine.open_file(path, realtime, language, speed), result)
+        job = self._job = FileJob(self.engine.open_file(path, realtime, language, speed), result)
         if session_dir is not None:
             job.writer = self._open_session(job.sid, lambda: SessionWriter.for_file(
                 session_dir, path))
@@ -148,13 +186,7 @@ class Runner:
                 job.writer.close(result.audio_s or None,
                                  "complete" if done and not result.error else "interrupted")
         result.wall_s = time.perf_counter() - t0
-        tr = result.transcript
-        tr.model = self.models.get("transcription", "")
-        if not job.failed:
-            built = job.builder.transcript(path)
-            tr.segments, tr.turns, tr.diarized = built.segments, built.turns, built.diarized
-            tr.language = built.language
-        return result
+        return job.finish(self.models.get("transcription", ""))
 
     # -------------------------------------------------------------- live streams
     def start_live(self, source: str | None = None, language: str | None = None,
@@ -232,7 +264,7 @@ class Runner:
         if self.on_event is not None:
             self.on_event(ev)
 
-    def _done(self, job: _Job) -> bool:
+    def _done(self, job: FileJob) -> bool:
         if job.failed:
             return True
         if not self.diarizing:
@@ -309,31 +341,18 @@ class Runner:
                 if not partial:
                     job.failed = True
             case TranscriptResult(stream_id=sid) if job and sid == job.sid:
-                if job.transcribed or (ev.upto_sample <= job.covered and not ev.final):
-                    return  # a re-sent piece this session already has
-                fresh = [seg for seg in ev.segments
-                         if seg.start >= job.covered / SAMPLE_RATE - 0.01]
-                if self.keep_transcripts:
-                    job.builder.add_segments(fresh)
-                if job.writer is not None:
+                fresh = job.take_transcript(ev, self.keep_transcripts)
+                if fresh is not None and job.writer is not None:
                     for seg in fresh:
                         job.writer.segment(seg, self.models.get("transcription", ""))
                     self._report_session_failure(job.sid, job.writer)
-                job.result.dropped += ev.dropped
-                job.covered = max(job.covered, ev.upto_sample)
-                job.result.work_s["transcription"] = (job.result.work_s.get("transcription", 0)
-                                                      + ev.work_s)
-                job.transcribed = job.transcribed or ev.final
             case VoicesRecognised(stream_id=sid, matches=matches) if job and sid == job.sid:
                 job.result.transcript.recognise(matches)
                 if job.writer is not None:
                     job.writer.voices(matches)
-            case DiarizationResult(stream_id=sid) if job and sid == job.sid and not job.diarized:
-                if self.keep_transcripts:
-                    job.builder.set_turns(ev.turns)
-                job.result.work_s["diarization"] = ev.work_s
-                if job.writer is not None and ev.final:
+            case DiarizationResult(stream_id=sid) if job and sid == job.sid:
+                if job.take_turns(ev, self.keep_transcripts) and job.writer is not None \
+                        and ev.final:
                     job.writer.turns(list(ev.turns), refined=True)
-                job.diarized = ev.final
             case _:
                 pass

@@ -21,13 +21,14 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.audio.source import (
     AudioFileError,
+    AudioInfo,
     probe,
     read_blocks,
     truncated_message,
@@ -39,14 +40,13 @@ from engine.messages import (
     AudioChunk,
     DiarizationResult,
     EndOfStream,
-    EngineEvent,
     StreamStart,
     TranscriptResult,
     VoicesRecognised,
     WorkerInput,
 )
-from engine.runner import FileResult
-from engine.transcript import Transcript, TranscriptBuilder
+from engine.runner import FileJob, FileResult
+from engine.transcript import Transcript
 
 BATCH_S = 30.0  # audio per actor call
 WINDOW = 2  # calls in flight per file: bounded memory, the actor never waits for audio
@@ -65,12 +65,9 @@ class NodeReport:
     """What the driver knows of an actor: where it runs and what it did."""
 
     name: str
-    host: str = ""
     node_id: str = ""
     models: str = ""
-    threads: int = 0
     files: int = 0
-    audio_s: float = 0.0
     error: str = ""
 
 
@@ -114,10 +111,7 @@ def connect(address: str) -> Any:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "configure_logging": False}
     try:
-        if address == "local":
-            ray.init(address="local", **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot join the Ray cluster at {address}: "
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
@@ -182,50 +176,10 @@ class Manifest:
                                                     indent=1, ensure_ascii=False))
 
 
-class _Fold:
-    """One file's events into its transcript, as engine.runner.Runner folds a local job."""
-
-    def __init__(self, path: str, duration_s: float) -> None:
-        self.result = FileResult(path, Transcript(source=path), audio_s=duration_s)
-        self.result.transcript.duration_s = duration_s
-        self.builder = TranscriptBuilder()
-        self.covered = 0
-        self.transcribed = self.diarized = False
-
-    def apply(self, ev: EngineEvent) -> None:
-        res = self.result
-        match ev:
-            case TranscriptResult():
-                if self.transcribed or (ev.upto_sample <= self.covered and not ev.final):
-                    return
-                self.builder.add_segments([s for s in ev.segments
-                                           if s.start >= self.covered / SAMPLE_RATE - 0.01])
-                res.dropped += ev.dropped
-                self.covered = max(self.covered, ev.upto_sample)
-                res.work_s["transcription"] = res.work_s.get("transcription", 0) + ev.work_s
-                self.transcribed = self.transcribed or ev.final
-            case DiarizationResult() if not self.diarized:
-                self.builder.set_turns(ev.turns)
-                res.work_s["diarization"] = ev.work_s
-                self.diarized = ev.final
-            case VoicesRecognised(matches=matches):
-                res.transcript.recognise(matches)
-            case _:
-                pass
-
-    def finish(self, model: str) -> FileResult:
-        tr = self.result.transcript
-        built = self.builder.transcript(self.result.path)
-        tr.segments, tr.turns, tr.diarized = built.segments, built.turns, built.diarized
-        tr.language, tr.model = built.language, model
-        return self.result
-
-
-def _messages(path: str, sid: int, language: str | None, block: int
-              ) -> Any:
-    """(batch of messages, audio seconds so far) for one file; the reader's errors are
-    raised as AudioFileError after the blocks before them."""
-    info = probe(path)
+def _messages(info: AudioInfo, sid: int, language: str | None,
+              block: int) -> Iterator[tuple[list[WorkerInput], int]]:
+    """(batch of messages, samples read so far) for one file: the blocks capture would send;
+    the reader's errors are raised as AudioFileError after the blocks before them."""
     batch: list[WorkerInput] = [StreamStart(sid, language)]
     per = max(1, int(BATCH_S * SAMPLE_RATE) // block)
     seq = offset = 0
@@ -267,7 +221,7 @@ class ClusterBatch:
                 num_cpus=cpus, max_restarts=2, max_task_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=True),
             ).remote(self.config, cpus)
-            handles.append((h, NodeReport(f"actor {i + 1}", node_id=nid, threads=cpus)))
+            handles.append((h, NodeReport(f"actor {i + 1}", node_id=nid)))
         # models load on every node at once; each actor verifies its weights as it loads
         asked = {h.where.remote(): (h, rep) for h, rep in handles}
         ready, late = self.ray.wait(list(asked), num_returns=len(asked), timeout=START_WAIT_S)
@@ -284,7 +238,7 @@ class ClusterBatch:
                 self.ray.kill(h, no_restart=True)
                 self.nodes.append(rep)
                 continue
-            rep.host, rep.models = info["host"], info["models"]
+            rep.models = info["models"]
             rep.name = f"{info['host']}/{info['pid']}"
             self.nodes.append(rep)
             self.actors.append((h, rep))
@@ -293,7 +247,7 @@ class ClusterBatch:
                                + "; ".join(r.error for r in self.nodes))
 
     def run(self, files: list[str], emit: Callable[[FileResult, str], None],
-            language: str | None = None, progress: Progress | None = None) -> None:
+            language: str | None = None) -> None:
         """Each file once, on whichever actor is free; `emit` is called on this thread."""
         todo: queue.Queue[tuple[int, str, int]] = queue.Queue()
         for sid, f in enumerate(files, 1):
@@ -329,7 +283,6 @@ class ClusterBatch:
                             break  # Ray could not restart it anywhere: this actor retires
                         continue
                 rep.files += 1
-                rep.audio_s += res.audio_s
                 results.put((res, rep.name))
                 with lock:
                     in_flight[0] -= 1
@@ -345,8 +298,6 @@ class ClusterBatch:
                 running -= 1
                 continue
             emit(*item)
-            if progress is not None:
-                progress.audio_s += item[0].audio_s
         while not todo.empty():  # every actor retired: what is left fails, one line each
             _sid, path, _attempt = todo.get()
             emit(FileResult(path, Transcript(source=path),
@@ -385,26 +336,36 @@ class ClusterBatch:
         ray = self.ray
         try:
             info = probe(path)
-        except AudioFileError as exc:
+        except AudioFileError as exc:  # changed since the command checked it
             return FileResult(path, Transcript(source=path), error=str(exc))
-        fold = _Fold(path, info.duration_s)
+        job = FileJob(sid, FileResult(path, Transcript(source=path, duration_s=info.duration_s),
+                                      audio_s=info.duration_s))
         pending: list[Any] = []
         fed = 0
+
+        def fold(ref: Any) -> None:
+            for ev in ray.get(ref):
+                match ev:
+                    case TranscriptResult():
+                        job.take_transcript(ev)
+                    case DiarizationResult():
+                        job.take_turns(ev)
+                    case VoicesRecognised(matches=matches):
+                        job.result.transcript.recognise(matches)
+
         try:
             try:
-                for msgs, upto in _messages(path, sid, language, block):
+                for msgs, upto in _messages(info, sid, language, block):
                     fed = upto
                     pending.append(handle.feed.remote(msgs))
                     while len(pending) >= WINDOW:
-                        for ev in ray.get(pending.pop(0)):
-                            fold.apply(ev)
+                        fold(pending.pop(0))
             except AudioFileError as exc:  # decoding failed part-way: end what was read
-                fold.result.error = str(exc)
-                fold.result.transcript.warnings.append(str(exc))
+                job.result.error = str(exc)
+                job.result.transcript.warnings.append(str(exc))
                 pending.append(handle.feed.remote([EndOfStream(sid, fed)]))
             for ref in pending:
-                for ev in ray.get(ref):
-                    fold.apply(ev)
+                fold(ref)
         except ray.exceptions.RayActorError as exc:
             raise _ActorLost(f"its actor died ({type(exc).__name__})") from None
         except ray.exceptions.RayTaskError as exc:
@@ -412,9 +373,9 @@ class ClusterBatch:
                               error=f"{path}: {_one_line(getattr(exc, 'cause', None) or exc)}")
         if info.truncated:
             msg = truncated_message(info, fed)
-            fold.result.error = fold.result.error or msg
-            fold.result.transcript.warnings.append(msg)
-        return fold.finish(rep.models.split(" + ")[0])
+            job.result.error = job.result.error or msg
+            job.result.transcript.warnings.append(msg)
+        return job.finish(rep.models.split(" + ")[0])
 
 
 class _ActorLost(Exception):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,13 @@ class Pipeline:
     def __init__(self, config: Config, threads: int) -> None:
         from engine.workers import diarization, transcription
 
-        t0 = time.perf_counter()
         own = os.environ.get(MODELS_ENV)
         if own:  # this node keeps its weights elsewhere than the driver's machine does
             config = config.replace("paths", models_dir=Path(own))
         # the CPUs Ray gave this actor, and nothing more: actors never oversubscribe a node
         config = config.replace("transcription", cpu_threads=max(1, threads))
         # one process holds both: diarization's lower priority would slow transcription too
-        config = config.replace("diarization", nice=0, threads=1)
+        config = config.replace("diarization", nice=0)
         self.config = config
         self.transcription = transcription.make_handler(config, {})
         self.models = [self.transcription.load()]
@@ -43,20 +41,11 @@ class Pipeline:
         if config.diarization.enabled:
             self.diarization = diarization.make_handler(config, {})
             self.models.append(self.diarization.load())
-        self.load_s = time.perf_counter() - t0
 
     def where(self) -> dict[str, Any]:
-        """Which node and process this is, and what it loaded (progress and errors name it)."""
-        node = ""
-        try:
-            import ray
-
-            node = ray.get_runtime_context().get_node_id()
-        except Exception:  # outside Ray
-            pass
-        return {"host": socket.gethostname(), "node_id": node, "pid": os.getpid(),
-                "models": " + ".join(self.models), "threads":
-                self.config.transcription.cpu_threads, "load_s": round(self.load_s, 2)}
+        """Which host and process this is, and what it loaded (progress and errors name it)."""
+        return {"host": socket.gethostname(), "pid": os.getpid(),
+                "models": " + ".join(self.models)}
 
     def feed(self, messages: Sequence[WorkerInput]) -> list[EngineEvent]:
         """Messages of one stream, in order, to both handlers; the events they publish."""
