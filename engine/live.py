@@ -37,7 +37,11 @@ class LiveStats:
     """What `bench --live` reports about one stream (wall times are time.monotonic())."""
 
     t0: float | None = None  # wall time of stream sample 0 (first chunk's capture time)
-    commit_latency_s: list[float] = field(default_factory=list)  # phrase end -> committed
+    # phrase end (its last segment's end) -> the phrase committed, one per committed phrase
+    commit_latency_s: list[float] = field(default_factory=list)
+    # each segment's end -> committed: a phrase's earlier segments count from their own end
+    # (they were on screen as partial text meanwhile)
+    segment_latency_s: list[float] = field(default_factory=list)
     label_delay_s: list[float] = field(default_factory=list)  # committed -> speaker known
     partial_times: list[float] = field(default_factory=list)
     partial_texts: list[str] = field(default_factory=list)
@@ -101,8 +105,11 @@ class LiveStream:
                     for seg in r.segments:
                         self._journal_segment(seg)
                         if self.stats.t0 is not None:
-                            self.stats.commit_latency_s.append(now - (self.stats.t0 + seg.end))
+                            self.stats.segment_latency_s.append(now - (self.stats.t0 + seg.end))
                         self._unlabelled.append((seg.end, now))
+                    if self.stats.t0 is not None:
+                        end = max(seg.end for seg in r.segments)
+                        self.stats.commit_latency_s.append(now - (self.stats.t0 + end))
                 elif r.final:
                     self.partial = ""
                 self.transcribed = self.transcribed or r.final

@@ -9,7 +9,9 @@ synthetic ones are pooled apart, in figures named as such):
 - DER (±0.25 s collar) of the live speaker turns, and of the offline pass at the end; a clip
   whose diarization gave no turns is scored as finding no speech and counted as a failure,
 - end-of-phrase -> committed-text latency: wall time a phrase committed minus the wall time
-  its last word was played (the stream's start + the segment's end),
+  its last word was played (the stream's start + its last segment's end); also per segment,
+  where a phrase's earlier segments count from their own end (shown as partial text until
+  the phrase commits),
 - speaker-label delay: commit -> the online diarizer has settled that audio,
 - partial refresh interval during speech (median gap between partial updates),
 - peak RSS of all processes, CPU % of all processes, capture overflows.
@@ -54,6 +56,7 @@ class LiveRow:
     label_delay_p50_s: float | None
     partial_interval_s: float | None
     latencies: list[float]
+    segment_latencies: list[float]
     label_delays: list[float]
     partial_gaps: list[float]
     peak_rss_mb: float
@@ -118,7 +121,8 @@ def run_live_bench(cfg: Config, args: argparse.Namespace) -> int:
     report["worker_peak_rss_mb"] = workers
     if args.json:
         print(json.dumps({"clips": [{k: v for k, v in r.__dict__.items()
-                                     if k not in ("latencies", "label_delays", "partial_gaps")}
+                                     if k not in ("latencies", "segment_latencies", "label_delays",
+                                                  "partial_gaps")}
                                     for r in rows], "pooled": report}, indent=2,
                          ensure_ascii=False))
     else:
@@ -154,7 +158,7 @@ def _score(clip: dict[str, Any], corpus: Path, live: LiveStream, diarize: bool,
         errors / max(1, len(ref)), len(ref), errors, der_l, der_r, found,
         int(clip.get("n_speakers") or 0), _q(st.commit_latency_s, 0.5),
         _q(st.commit_latency_s, 0.95), _q(st.label_delay_s, 0.5),
-        _q(gaps, 0.5), st.commit_latency_s, st.label_delay_s, gaps,
+        _q(gaps, 0.5), st.commit_latency_s, st.segment_latency_s, st.label_delay_s, gaps,
         peak_rss / 2**20, st.overflows, round(cpu_s, 2), round(wall_s, 2), diar_failed,
         refine_failed, live.error or ("diarization failed" if diar_failed else None),
         *cb.guard_losses(live.dropped, ref, hyp))
@@ -189,6 +193,7 @@ def _pooled(rows: list[LiveRow], metrics: dict[str, tuple[Any, Any]]) -> dict[st
     synthetic = [r for r in rows if r.synthetic]
     pt = [r for r in real if cb.is_pt(r.language)]
     lat = [x for r in real for x in r.latencies]
+    seg_lat = [x for r in real for x in r.segment_latencies]
     delays = [x for r in real for x in r.label_delays]
     gaps = [x for r in real for x in r.partial_gaps]
     syn = _group(synthetic, metrics["synthetic"])
@@ -203,6 +208,8 @@ def _pooled(rows: list[LiveRow], metrics: dict[str, tuple[Any, Any]]) -> dict[st
         "partial_interval_s": _q(gaps, 0.5),
         "partial_interval_p95_s": _q(gaps, 0.95),
         "phrases": len(lat),
+        "segment_latency_p95_s": _q(seg_lat, 0.95),
+        "segments": len(seg_lat),
         # real clips: DER (±0.25 s collar), peak RSS, CPU, overflows, audio
         **{k: v for k, v in _group(real, metrics["real"]).items() if k != "clips"},
         "real_clips": len(real),
@@ -242,7 +249,8 @@ def _print(rows: list[LiveRow], p: dict[str, Any]) -> None:
                        for g, n in sorted(p["guard_words"].items())) or "none"
     print(f"pooled (real clips): words removed by the guards: {guards}")
     print(f"pooled: phrase end -> committed p50 {_s(p['latency_p50_s'])} s, p95 "
-          f"{_s(p['latency_p95_s'])} s over {p['phrases']} phrases of real clips; speaker "
+          f"{_s(p['latency_p95_s'])} s over {p['phrases']} phrases of real clips (segment end "
+          f"-> committed p95 {_s(p['segment_latency_p95_s'])} s over {p['segments']}); speaker "
           f"label delay p50 {_s(p['label_delay_p50_s'])} s; partial every "
           f"{_s(p['partial_interval_s'])} s (p95 {_s(p['partial_interval_p95_s'])} s)")
     print(f"pooled: real clips ({p['real_clips']}, {p['audio_s']} s audio): peak RSS "
