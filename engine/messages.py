@@ -170,6 +170,16 @@ class Acked:
 
 
 @dataclass(frozen=True)
+class PeerFinished:
+    """To diarization: transcription has committed a live stream's last phrase. The
+    end-of-session pass waits for it: run at once it shared the CPU with that last commit
+    and delayed it 2-3x (bench --live)."""
+
+    role: Role
+    stream_id: int
+
+
+@dataclass(frozen=True)
 class Resend:
     """To capture: a successor of `role` needs every open stream again from its ack point."""
 
@@ -240,7 +250,8 @@ class ReloadModels:
 
 
 WorkerInput = (OpenFile | StopStream | ListDevices | StreamStart | AudioChunk | EndOfStream
-               | Acked | Resend | Attach | Pause | Pace | Seek | Enrol | Shutdown | ReloadModels)
+               | Acked | PeerFinished | Resend | Attach | Pause | Pace | Seek | Enrol | Shutdown
+               | ReloadModels)
 
 
 # ---------------------------------------------------------------- events to the engine

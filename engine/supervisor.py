@@ -43,6 +43,7 @@ from engine.messages import (
     OpenFile,
     Pace,
     Pause,
+    PeerFinished,
     ReloadModels,
     Resend,
     Role,
@@ -264,6 +265,10 @@ class Supervisor:
         slot.last_error = ""
         if slot.role != "capture":
             self._give_capture(slot)
+        if slot.role == "diarization":  # a restarted diarizer missed these
+            for sid in self.streams:
+                if sid in self.finished.get("transcription", ()):
+                    self._send("diarization", PeerFinished("transcription", sid))
 
     def _new_audio_channel(self, consumer: _Slot) -> Sender:
         """A fresh capture -> consumer channel; the consumer is told to read from it."""
@@ -496,6 +501,8 @@ class Supervisor:
             self.slots[role].ratios.append(work_s / audio_s)
         if final:
             self.finished[role].add(sid)
+            if role == "transcription" and "diarization" in self.slots:
+                self._send("diarization", PeerFinished(role, sid))
             if all(sid in self.finished[r] for r in self.consumers):
                 self.streams.pop(sid, None)
         self._send("capture", Acked(role, sid, upto))

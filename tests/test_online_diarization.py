@@ -3,6 +3,7 @@ plus relabel_stable, which keeps user-given live names when an offline pass refi
 
 from __future__ import annotations
 
+import time
 import warnings
 from functools import cache
 from pathlib import Path
@@ -144,3 +145,69 @@ def test_relabel_fewer_offline_speakers_and_empty() -> None:
     assert relabel_stable([], offline) == {"SPEAKER_00": "SPEAKER_00",
                                            "SPEAKER_01": "SPEAKER_01"}
     assert relabel_stable(live, []) == {}
+
+
+
+def _live_stream(handler: Any, sid: int, wav: Path, audio: np.ndarray,
+                 before_end: tuple[Any, ...] = ()) -> list[Any]:
+    """A live stream into the diarization handler, as capture sends it (1 s chunks)."""
+    from engine.messages import AudioChunk, EndOfStream, StreamStart
+
+    events = list(handler.handle(StreamStart(sid, "pt", live=True, path=str(wav))))
+    for seq, at in enumerate(range(0, len(audio), SR)):
+        events += handler.handle(AudioChunk(sid, seq, at, audio[at:at + SR]))
+    for msg in before_end:
+        events += handler.handle(msg)
+    return events + list(handler.handle(EndOfStream(sid, len(audio))))
+
+
+def test_live_offline_pass_waits_for_transcription(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a live stream's end the last turns and the offline speaker pass come once
+    transcription has committed its last phrase (run at once, they shared the CPU with that
+    commit and delayed it 2-5x), or after PEER_WAIT_S when that word never comes (a
+    restarted transcription worker)."""
+    import soundfile as sf
+
+    from engine.config import load_config
+    from engine.messages import DiarizationResult, PeerFinished
+    from engine.workers import diarization
+
+    # the handler renices its process at load: here that process is pytest (a side effect
+    # only; everything else is the real worker code on the real models)
+    monkeypatch.setattr(diarization.os, "nice", lambda _n: 0)
+    clip = clips()["ptbr_dlg_mixed_4spk"]
+    audio = load_audio(DATA / clip["file"])[: 10 * SR]
+    wav = tmp_path / "live.wav"
+    sf.write(wav, audio, SR, subtype="PCM_16")
+    handler = diarization.make_handler(load_config(), {})
+    handler.load()
+
+    def finals(events: list[Any]) -> list[DiarizationResult]:
+        return [e for e in events if isinstance(e, DiarizationResult) and e.final]
+
+    ended = _live_stream(handler, 1, wav, audio)
+    assert not finals(ended) and not handler.busy()
+    assert any(isinstance(e, DiarizationResult) and e.turns for e in ended)  # live turns came
+    done = list(handler.handle(PeerFinished("transcription", 1)))
+    assert len(finals(done)) == 1 and finals(done)[0].audio_s > 0  # the offline pass ran
+
+    # transcription finished first: remembered until the stream ends, which then ends at once
+    ended = _live_stream(handler, 2, wav, audio, (PeerFinished("transcription", 2),))
+    assert len(finals(ended)) == 1 and not handler.busy()
+
+    # the word never comes: the pass runs anyway once the wait is over
+    monkeypatch.setattr(diarization, "PEER_WAIT_S", 0.3)
+    ended = _live_stream(handler, 3, wav, audio)
+    assert not finals(ended) and not handler.busy()
+    time.sleep(0.35)
+    assert handler.busy()
+    late = list(handler.step())
+    assert len(finals(late)) == 1 and not handler.busy()
+
+    # a new live stream (one online diarizer) ends the waiting one first
+    from engine.messages import StreamStart
+
+    _live_stream(handler, 4, wav, audio[: 3 * SR])
+    started = list(handler.handle(StreamStart(5, "pt", live=True, path=str(wav))))
+    assert [e.stream_id for e in finals(started)] == [4]
