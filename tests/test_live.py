@@ -232,3 +232,22 @@ def test_a_replay_seeked_back_and_on_keeps_one_transcript(runner: Runner,
     assert [(s.start, s.text) for s in kept.segments] == [(s.start, s.text) for s in segs]
     assert all(t.end <= back_s + 1e-3 or t.start >= back_s - 1e-3 for t in kept.turns) or \
         kept.refined is not None
+
+
+def test_the_pause_check_hears_silence_and_not_speech() -> None:
+    """The live policy's pause check on the real Silero model: after speech stops it says
+    pause, and inside the reference sentences it mostly does not (short gaps between words
+    are pauses too)."""
+    from engine.audio.source import read_audio
+    from engine.workers.transcription import tail_is_pause
+
+    clip = clips()["ptbr_dlg_mixed_4spk"]
+    audio = read_audio(clip_path(clip["id"]))
+    threshold = load_config().vad.threshold
+    sentences = json.loads((DATA / clip["segments_file"]).read_text())
+    inside = [tail_is_pause(audio[: int(t * SR)], threshold)
+              for s in sentences for t in np.arange(s["start"] + 0.5, s["end"] - 0.2, 0.1)]
+    assert len(inside) > 50 and sum(inside) / len(inside) < 0.3, sum(inside) / len(inside)
+    quiet = np.concatenate([audio[: int(sentences[0]["end"] * SR)],
+                            np.zeros(SR // 2, np.float32)])
+    assert tail_is_pause(quiet, threshold)

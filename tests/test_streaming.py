@@ -149,3 +149,35 @@ def test_clean_segments_says_what_each_guard_removed() -> None:
     assert [s.text for s in kept] == ["é o que"]
     assert dropped == [("no_speech", "Obrigado."), ("low_logprob", "xyz qwe"),
                        ("repeats", "é o que é o que é o que")]
+
+
+def test_no_partial_starts_while_the_speaker_pauses() -> None:
+    """A partial decode started in the pause that is about to close the phrase would hold
+    up its commit; the injected pause check (Silero's tail in the worker) prevents it."""
+    cfg = LiveConfig(partial_interval_s=1.0)
+    audio = signal_of(("speech", 2.0))
+    paused = PhraseCutter(cfg, loud_vad(0.3), lambda _a: True)  # type: ignore[arg-type]
+    assert paused.decide(audio, 10.0, lag_s=0.0) is None
+    talking = PhraseCutter(cfg, loud_vad(0.3), lambda _a: False)  # type: ignore[arg-type]
+    decision = talking.decide(audio, 10.0, lag_s=0.0)
+    assert decision is not None and decision.kind == "partial"
+
+
+def test_a_long_phrase_commits_at_a_breath_without_a_partial_in_the_way() -> None:
+    """Speech with only breaths in it: committed at a breath once it passes soft_phrase_s,
+    close to the buffer's end, and no partial decode starts just before that (the commit
+    would wait for it)."""
+    cfg = LiveConfig(soft_phrase_s=4.0, max_phrase_s=12.0, partial_interval_s=0.5)
+    parts: list[tuple[str, float]] = [("pause", 0.5)]
+    for _ in range(6):
+        parts += [("speech", 0.9), ("pause", 0.04)]
+    decisions = run(signal_of(*parts), cfg)
+    first = next(i for i, d in enumerate(decisions) if d[0] == "commit")
+    _kind, base, cut = decisions[first]
+    breaths = [0.5 + 0.94 * k - 0.02 for k in range(1, 6)]  # middles of the 40 ms breaths
+    assert base == 0 and min(abs(cut / SR - b) for b in breaths) < 0.03, cut / SR
+    assert cut / SR > 3.0  # the latest breath the soft cut may take, not an earlier one
+    speech_start = int(0.4 * SR)  # the VAD's pad before the speech at 0.5 s
+    late = [d for d in decisions[:first] if d[0] == "partial"
+            and 3.5 * SR <= d[2] - speech_start < 4.0 * SR]
+    assert late == []

@@ -177,7 +177,8 @@ class TranscriptionHandler(Handler):
                 yield from self._reload()
             case StreamStart(live=True):
                 if self.table.start(msg) is not None:
-                    self.live[msg.stream_id] = PhraseCutter(self.config.live, self._vad)
+                    self.live[msg.stream_id] = PhraseCutter(self.config.live, self._vad,
+                                                             self._pausing)
                     if msg.rewind:  # a seek: the text before it is no context for what follows
                         self.said.pop(msg.stream_id, None)
                         yield StreamRewound(msg.stream_id, "transcription", msg.start_sample)
@@ -223,6 +224,9 @@ class TranscriptionHandler(Handler):
         from faster_whisper.vad import get_speech_timestamps
 
         return [(d["start"], d["end"]) for d in get_speech_timestamps(audio, self.live_vad)]
+
+    def _pausing(self, audio: np.ndarray) -> bool:
+        return tail_is_pause(audio, self.config.vad.threshold)
 
     def _live_step(self, sid: int, st: StreamBuffer, lag: float,
                    final: bool = False) -> Iterator[EngineEvent]:
@@ -422,6 +426,10 @@ class TranscriptionHandler(Handler):
             hotwords=", ".join(tc.vocabulary) or None,
             word_timestamps=(tc.word_timestamps and not (fast or live)
                              or live and lc.word_timestamps),
+            # the partial line needs no times: with them, whisper closing a segment before
+            # the audio's end made faster-whisper decode the rest again (up to 2x the cost,
+            # and a commit waiting behind it)
+            without_timestamps=fast,
             max_new_tokens=(int(min(len(audio) / SAMPLE_RATE, 30.0) * tc.max_tokens_per_s) + 16
                             if tc.max_tokens_per_s else None),
             # live audio has been through the VAD already
@@ -489,6 +497,22 @@ def decode_units(speech: list[tuple[int, int]], n: int, max_s: float,
 def _ms(t: float) -> float:
     """A plain float rounded to the millisecond (exports are exact to the ms)."""
     return round(float(t), 3)
+
+
+PAUSE_WINDOWS = 5  # Silero frames of 32 ms: the last 160 ms
+
+
+def tail_is_pause(audio: np.ndarray, threshold: float) -> bool:
+    """Is the end of `audio` silence by the VAD's own measure (every one of its last frames
+    below the level where Silero ends speech)? It sees a pause before the phrase-closing
+    silence is long enough; Silero scores each frame apart, so the tail alone suffices."""
+    from faster_whisper.vad import get_vad_model
+
+    n = PAUSE_WINDOWS * 512
+    if len(audio) < n:
+        return False
+    probs = get_vad_model()(np.ascontiguousarray(audio[len(audio) - n:], dtype=np.float32))
+    return float(np.max(probs)) < max(threshold - 0.15, 0.01)
 
 
 def make_handler(config: Config, outputs: Mapping[Role, Sender]) -> TranscriptionHandler:
