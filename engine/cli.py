@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--soak", type=float, metavar="MINUTES",
                    help="one live session of MINUTES of looped speech: RSS per process over "
                         "time, lag, restarts, console cost (growth after warm-up)")
+    b.add_argument("--cluster", metavar="ADDRESS",
+                   help="batch throughput on a Ray cluster (local, auto or HOST:PORT) with "
+                        "1, 2, ... actors beside the local engine, and identity of outputs")
+    b.add_argument("--actors", type=int, metavar="N",
+                   help="with --cluster: at most N actors (default: as the CPUs allow)")
     b.add_argument("--faults", action="store_true",
                    help="inject every fault kind into every worker; report detection and "
                         "recovery")
@@ -353,6 +358,7 @@ def _transcribe_on_cluster(cfg: Config, args: argparse.Namespace, address: str,
     outputs a manifest records as complete are skipped (a restarted command resumes).
     `durations`: the inputs that probed well, with their length."""
     from engine.cluster.batch import MANIFEST, ClusterBatch, ClusterError, Manifest, Progress
+    from engine.sessions import record_transcript
 
     if args.actors is not None and args.actors < 1:
         raise UserError("--actors must be 1 or more")
@@ -391,6 +397,12 @@ def _transcribe_on_cluster(cfg: Config, args: argparse.Namespace, address: str,
                 status = status or EXIT_PARTIAL
             if target != "stdout" and targets[result.path] is not None:
                 manifest.record(result.path, Path(target))
+            try:  # listed by `sessions` like a console's, marked as the cluster's
+                record_transcript(cfg.paths.recordings_dir, result.transcript,
+                                  device=f"cluster {where}")
+            except OSError as exc:
+                _err(f"{result.path}: transcript written, but not kept as a session: "
+                     f"{exc.strerror or exc}")
         if tty:
             sys.stderr.write(f"\r\x1b[K{progress.line(batch.nodes)}")
             sys.stderr.flush()
@@ -460,11 +472,11 @@ def cmd_sessions(cfg: Config, args: argparse.Namespace) -> int:
         _info(f"no sessions in {folder}")
         return EXIT_OK
     print(f"{'session':<36} {'started':<16} {'duration':>8} {'speakers':>8} {'words':>6}  "
-          "source  status")
+          "source   status")
     for sess in rows:
         print(f"{sess.id:<36} {sess.meta.started.replace('T', ' ')[:16]:<16} "
               f"{short_clock(sess.duration_s):>8} {len(sess.speakers):>8} {sess.words:>6}  "
-              f"{sess.meta.source:<6}  {sess.status}")
+              f"{sess.meta.source:<7}  {sess.status}")
     return EXIT_OK
 
 
@@ -638,6 +650,10 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         from engine.bench.soak import run_soak
 
         return run_soak(cfg, args)
+    if args.cluster:
+        from engine.bench.cluster import run_cluster_bench
+
+        return run_cluster_bench(cfg, args)
     if args.speakers_bench:
         from engine.bench.speakers import run_speakers_bench
 

@@ -63,7 +63,7 @@ class SessionMeta:
     """What `ID.meta.json` holds."""
 
     id: str
-    source: str  # "mic" | "file"
+    source: str  # "mic" | "file" | "cluster" (a file transcribed by a batch on Ray actors)
     audio: str  # the recording (mic) or the replayed file
     started: str  # ISO 8601, local time with offset
     device: str = ""
@@ -223,6 +223,26 @@ class SessionWriter:
             self.meta.duration_s = round(duration_s, 3)
         self.meta.status = status
         self.save_meta()
+
+
+def record_transcript(recordings_dir: Path, tr: Transcript, device: str = "",
+                      source: str = "cluster") -> Path:
+    """Keep a finished transcript (a cluster batch's file) as a complete session, so
+    `sessions` lists, searches and exports it like a console's; only names and scores of
+    recognised voices are kept, never a voice. Raises OSError when the folder is unusable."""
+    writer = SessionWriter.for_file(recordings_dir, tr.source)
+    writer.meta.source, writer.meta.device = source, device
+    for seg in tr.segments:
+        writer.segment(seg, tr.model)
+    if tr.turns:
+        writer.turns(tr.turns, refined=True)
+    if tr.recognised:
+        writer.voices([(label, tr.names.get(label, label), score)
+                       for label, score in tr.recognised.items()])
+    writer.close(tr.duration_s, "complete")
+    if writer.failed:
+        raise OSError(writer.failed)
+    return writer.meta_path
 
 
 def _on_disk(meta_path: Path, key: str) -> Any:

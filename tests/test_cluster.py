@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, clip_path, run_cli, skip_or_fail_in_ci
+from tests.conftest import ROOT, clip_path, run_cli, skip_or_fail_in_ci, write_config
 
 CLIPS = ("ptbr_fleurs_000", "ptbr_ttspt_03", "ptbr_ttspt_09")
 
@@ -59,17 +59,24 @@ def local_outputs(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
+def _config(out: Path) -> str:
+    """A config keeping the batch's sessions in a folder of the test's own (`OUT/../rec`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return str(write_config(out.parent))
+
+
 def _on_cluster(cluster: Any, files: list[Path], out: Path, *extra: str,
                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return run_cli("transcribe", *map(str, files), "-f", "json", "-o", str(out),
-                   "--cluster", cluster.address, *extra, timeout=timeout)
+    return run_cli("--config", _config(out), "transcribe", *map(str, files), "-f", "json",
+                   "-o", str(out), "--cluster", cluster.address, *extra, timeout=timeout)
 
 
 def _start(cluster: Any, files: list[Path], out: Path, actors: int,
            stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
     """The batch command in the background (a driver the test can kill or watch)."""
-    cmd = [sys.executable, "-m", "engine.cli", "transcribe", *map(str, files), "-f", "json",
-           "-o", str(out), "--cluster", cluster.address, "--actors", str(actors)]
+    cmd = [sys.executable, "-m", "engine.cli", "--config", _config(out), "transcribe",
+           *map(str, files), "-f", "json", "-o", str(out), "--cluster", cluster.address,
+           "--actors", str(actors)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
@@ -145,6 +152,18 @@ def test_a_batch_resumes_after_its_driver_dies_identical_to_local_and_bad_parts_
     redone = [ln.split(" -> ")[0] for ln in again.stdout.splitlines() if " -> " in ln]
     assert first.split(" -> ")[0] not in redone and len(redone) == len(files) - 1, redone
     _same(local_outputs, out, [f"{c}.json" for c in CLIPS])
+    # each transcript is also a session: listed, marked as the cluster's, its text the file's
+    listed = run_cli("--config", _config(out), "sessions")
+    rows = [ln for ln in listed.stdout.splitlines()[1:] if ln.strip()]
+    assert len(rows) == len(files) and all(" cluster " in ln for ln in rows), listed.stdout
+    import json
+
+    from engine.sessions import iter_sessions
+
+    kept = {Path(sess.meta.audio).name: sess for sess in iter_sessions(tmp_path / "rec")}
+    for clip in CLIPS:
+        text = [s["text"] for s in json.loads((out / f"{clip}.json").read_text())["segments"]]
+        assert [seg.text for seg in kept[f"{clip}.wav"].transcript().spoken] == text
 
 
 def test_an_actor_killed_mid_file_is_replaced_and_every_file_ends_once(
