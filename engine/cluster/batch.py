@@ -204,6 +204,7 @@ class ClusterBatch:
         self.say = say or (lambda line: print(f"transcrevai: {line}", file=sys.stderr))
         self.nodes: list[NodeReport] = []
         self.actors: list[tuple[Any, NodeReport]] = []
+        self.cpus: list[int] = []
         self._start_actors(actors, cpus_per_actor or 1)
 
     def _start_actors(self, actors: int, cpus_per_actor: int) -> None:
@@ -215,6 +216,7 @@ class ClusterBatch:
         plan = plan_actors(self.ray.nodes(), actors, cpus_per_actor)
         if not plan:
             raise ClusterError("the Ray cluster has no node with a CPU")
+        self.cpus = [c for _nid, c in plan]  # per actor, as planned
         handles = []
         for i, (nid, cpus) in enumerate(plan):
             h = remote.options(
@@ -245,6 +247,15 @@ class ClusterBatch:
         if not self.actors:
             raise ClusterError("no actor could load the models: "
                                + "; ".join(r.error for r in self.nodes))
+
+    def close(self) -> None:
+        """End the actors (their CPUs go back to the cluster); the connection stays."""
+        for handle, _rep in self.actors:
+            try:
+                self.ray.kill(handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
 
     def run(self, files: list[str], emit: Callable[[FileResult, str], None],
             language: str | None = None) -> None:

@@ -1,0 +1,141 @@
+"""`transcrevai bench --cluster ADDRESS`: batch throughput on Ray actors beside the local engine.
+
+The same corpus files run first through the local engine (one supervisor, files one after
+another, as `transcribe A B ...` does), then on the cluster with 1, 2, ... actors (up to what
+the cluster's CPUs allow at `[cluster] cpus_per_actor`, or `--actors N` at most). Reported per
+run: wall time of the batch, audio seconds per wall second, the ratio to the local engine,
+the actors' start (model load) time, which is paid once per actor and kept apart, and how many
+transcripts are byte-identical (JSON export) to the local ones. All files use the
+configuration's language, on both sides, so the comparison is of the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from engine.bench import corpus as cb
+from engine.config import Config
+from engine.export import to_json
+from engine.runner import FileResult, Runner
+from engine.supervisor import Supervisor
+
+
+@dataclass
+class ClusterRun:
+    label: str  # "local engine" or "N actors"
+    actors: int  # 0 for the local engine
+    cpus_per_actor: int
+    start_s: float  # engine or actors up, models loaded
+    wall_s: float  # the batch itself
+    audio_s: float
+    identical: int  # files whose JSON equals the local engine's
+    files: int
+    failed: int
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        """Audio seconds per wall second (the batch, model load apart)."""
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def _local(cfg: Config, files: list[str]) -> tuple[ClusterRun, dict[str, str]]:
+    t0 = time.perf_counter()
+    outputs: dict[str, str] = {}
+    audio = 0.0
+    failed = 0
+    with Supervisor(cfg, diarization=cfg.diarization.enabled) as engine:
+        runner = Runner(engine)
+        runner.wait_ready()
+        started = time.perf_counter()
+        for f in files:
+            res = runner.transcribe(f)
+            failed += res.error is not None
+            audio += res.audio_s
+            outputs[f] = to_json(res.transcript)
+        wall = time.perf_counter() - started
+    return ClusterRun("local engine", 0, cfg.transcription.cpu_threads, started - t0, wall,
+                      audio, len(files), len(files), failed), outputs
+
+
+def _on_cluster(cfg: Config, address: str, actors: int, cpus: int, files: list[str],
+                local: dict[str, str]) -> ClusterRun:
+    from engine.cluster.batch import ClusterBatch
+
+    t0 = time.perf_counter()
+    batch = ClusterBatch(cfg, address, actors, cpus)
+    started = time.perf_counter()
+    got: dict[str, FileResult] = {}
+
+    def emit(result: FileResult, _where: str) -> None:
+        got[result.path] = result
+
+    names = sorted(rep.name for _h, rep in batch.actors)
+    try:
+        batch.run(files, emit)
+        wall = time.perf_counter() - started
+    finally:
+        batch.close()
+    same = sum(1 for f, r in got.items() if r.error is None and to_json(r.transcript) == local[f])
+    return ClusterRun(f"{len(names)} actors", len(names), min(batch.cpus), started - t0, wall,
+                      sum(r.audio_s for r in got.values()), same, len(files),
+                      sum(1 for r in got.values() if r.error is not None), names)
+
+
+def run_cluster_bench(cfg: Config, args: argparse.Namespace) -> int:
+    """Local engine, then 1..N actors on the cluster, on the same corpus files; 1 when a run
+    failed a file or a cluster transcript differs from the local one."""
+    from engine.cluster.batch import ClusterError, connect, plan_actors
+
+    loaded = cb.load_corpus(args)
+    if loaded is None:
+        return 2
+    corpus, clips = loaded
+    files = [str(corpus / c["file"]) for c in clips]
+    if not files:
+        print("transcrevai: no clips to run", file=sys.stderr)
+        return 2
+    cpus = max(1, cfg.cluster.cpus_per_actor)
+    try:
+        ray = connect(args.cluster)
+    except ClusterError as exc:
+        print(f"transcrevai: {exc}", file=sys.stderr)
+        return 2
+    most = args.actors or len(plan_actors(ray.nodes(), 0, cpus))
+    local_run, local = _local(cfg, files)
+    runs = [local_run]
+    for n in range(1, most + 1):
+        try:
+            runs.append(_on_cluster(cfg, args.cluster, n, cpus, files, local))
+        except ClusterError as exc:
+            print(f"transcrevai: {n} actors: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps({"files": len(files), "runs": [
+            {**asdict(r), "throughput": round(r.throughput, 3),
+             "vs_local": round(r.throughput / local_run.throughput, 3)
+             if local_run.throughput else None} for r in runs]}, indent=2))
+    else:
+        _print(runs, local_run)
+    bad = any(r.failed or r.identical < r.files for r in runs[1:])
+    return 1 if bad else 0
+
+
+def _print(runs: list[ClusterRun], local: ClusterRun) -> None:
+    head = (f"{'run':16} {'CPUs/actor':>10} {'start s':>8} {'wall s':>8} {'audio s':>8} "
+            f"{'audio s/s':>9} {'vs local':>8} {'identical':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in runs:
+        ratio = r.throughput / local.throughput if local.throughput else 0.0
+        print(f"{r.label:16} {r.cpus_per_actor:>10} {r.start_s:8.1f} {r.wall_s:8.1f} "
+              f"{r.audio_s:8.1f} {r.throughput:9.2f} {ratio:8.2f} "
+              f"{r.identical:>4}/{r.files:<4}" + (f"  {r.failed} failed" if r.failed else ""))
+    print("-" * len(head))
+    print("audio s/s: audio seconds transcribed (with speakers) per wall second of the batch; "
+          "start: models loaded, once per engine or actor, not in the batch's wall time")
+
