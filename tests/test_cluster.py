@@ -201,3 +201,19 @@ def test_a_node_lost_mid_batch_leaves_the_batch_to_the_other(
     done = [ln for ln in (first + stdout).splitlines() if " -> " in ln]
     assert sorted(ln.split(" -> ")[0] for ln in done) == sorted(map(str, files)), done
     _same(local_outputs, out, [f"{c}.json" for c in CLIPS])
+
+
+def test_progress_shows_the_batch_and_each_node() -> None:
+    """The terminal line: the batch as a whole, then each node's actors, files, audio and
+    speed; a node that got no work says why."""
+    from engine.cluster.batch import NodeReport, Progress
+
+    nodes = [NodeReport("h1/10", "aaaaaa11", files=3, audio_s=120.0),
+             NodeReport("h1/11", "aaaaaa11", files=1, audio_s=60.0),
+             NodeReport("actor 3", "bbbbbb22", error="weights fail their SHA-256 check")]
+    progress = Progress(10, done=4, audio_s=180.0, total_audio_s=900.0,
+                        t0=time.monotonic() - 60.0)
+    line = progress.line(nodes)
+    assert line.startswith("files 4/10 · audio 0.05 h · 3.0× real time · ETA 4.0 min"), line
+    assert "h1 aaaaaa: 2 actors, 4 files, 3.0 min, 3.0×" in line, line
+    assert "actor 3 bbbbbb: 0 actors, 0 files" in line and "SHA-256" in line, line

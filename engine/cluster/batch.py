@@ -68,7 +68,12 @@ class NodeReport:
     node_id: str = ""
     models: str = ""
     files: int = 0
+    audio_s: float = 0.0  # audio of the files it finished
     error: str = ""
+
+    @property
+    def host(self) -> str:
+        return self.name.split("/")[0]
 
 
 @dataclass
@@ -86,9 +91,26 @@ class Progress:
         rate = self.audio_s / wall
         left = max(0.0, self.total_audio_s - self.audio_s)
         eta = f"{left / rate / 60:.1f} min" if rate > 0 and self.done < self.total else "-"
-        per = ", ".join(f"{n.name} {n.files}" for n in nodes if not n.error)
         return (f"files {self.done + self.failed}/{self.total} · audio "
-                f"{self.audio_s / 3600:.2f} h · {rate:.1f}× real time · ETA {eta} · {per}")
+                f"{self.audio_s / 3600:.2f} h · {rate:.1f}× real time · ETA {eta} · "
+                + per_node(nodes, wall))
+
+
+def per_node(nodes: list[NodeReport], wall_s: float) -> str:
+    """Each node's share of the batch: actors at work, files, audio minutes, speed."""
+    hosts: dict[str, list[NodeReport]] = {}
+    for n in nodes:
+        hosts.setdefault(n.node_id or n.host, []).append(n)
+    parts = []
+    for reps in hosts.values():
+        working = [r for r in reps if not r.error]
+        audio = sum(r.audio_s for r in reps)
+        label = f"{reps[0].host} {reps[0].node_id[:6]}".strip()
+        parts.append(f"{label}: {len(working)} actor{'s' if len(working) != 1 else ''}, "
+                     f"{sum(r.files for r in reps)} files, {audio / 60:.1f} min, "
+                     f"{audio / max(wall_s, 1e-6):.1f}×"
+                     + ("" if working else f" ({reps[0].error})"))
+    return " | ".join(parts)
 
 
 def _ray() -> Any:
@@ -294,6 +316,7 @@ class ClusterBatch:
                             break  # Ray could not restart it anywhere: this actor retires
                         continue
                 rep.files += 1
+                rep.audio_s += res.audio_s if res.error is None else 0.0
                 results.put((res, rep.name))
                 with lock:
                     in_flight[0] -= 1
