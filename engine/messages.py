@@ -172,8 +172,8 @@ class Acked:
 @dataclass(frozen=True)
 class PeerFinished:
     """To diarization: transcription has committed a live stream's last phrase. The
-    end-of-session pass waits for it: run at once it shared the CPU with that last commit
-    and delayed it 2-3x (bench --live)."""
+    stream's last speaker turns and offline pass wait for it: run at once they shared the
+    CPU with that last commit and delayed it 2-5x (bench --live)."""
 
     role: Role
     stream_id: int

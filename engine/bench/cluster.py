@@ -81,7 +81,8 @@ def _on_cluster(cfg: Config, address: str, actors: int, cpus: int, files: list[s
     finally:
         batch.close()
     same = sum(1 for f, r in got.items() if r.error is None and to_json(r.transcript) == local[f])
-    return ClusterRun(f"{len(names)} actors", len(names), min(batch.cpus), started - t0, wall,
+    label = f"{len(names)} actor{'s' if len(names) != 1 else ''}"
+    return ClusterRun(label, len(names), min(batch.cpus), started - t0, wall,
                       sum(r.audio_s for r in got.values()), same, len(files),
                       sum(1 for r in got.values() if r.error is not None), names)
 
@@ -134,7 +135,8 @@ def _print(runs: list[ClusterRun], local: ClusterRun) -> None:
         ratio = r.throughput / local.throughput if local.throughput else 0.0
         print(f"{r.label:16} {r.cpus_per_actor:>10} {r.start_s:8.1f} {r.wall_s:8.1f} "
               f"{r.audio_s:8.1f} {r.throughput:9.2f} {ratio:8.2f} "
-              f"{r.identical:>4}/{r.files:<4}" + (f"  {r.failed} failed" if r.failed else ""))
+              + (f"{r.identical:>4}/{r.files:<4}" if r.actors else f"{'-':>9}")
+              + (f"  {r.failed} failed" if r.failed else ""))
     print("-" * len(head))
     print("audio s/s: audio seconds transcribed (with speakers) per wall second of the batch; "
           "start: models loaded, once per engine or actor, not in the batch's wall time")
