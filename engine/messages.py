@@ -173,7 +173,7 @@ class Acked:
 class PeerFinished:
     """To diarization: transcription has committed a live stream's last phrase. The
     stream's last speaker turns and offline pass wait for it: run at once they shared the
-    CPU with that last commit and delayed it 2-5x (bench --live)."""
+    CPU with that last commit and delayed it 2-3x (bench --live)."""
 
     role: Role
     stream_id: int

@@ -165,7 +165,7 @@ def test_live_offline_pass_waits_for_transcription(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """At a live stream's end the last turns and the offline speaker pass come once
     transcription has committed its last phrase (run at once, they shared the CPU with that
-    commit and delayed it 2-5x), or after PEER_WAIT_S when that word never comes (a
+    commit and delayed it 2-3x), or after PEER_WAIT_S when that word never comes (a
     restarted transcription worker)."""
     import soundfile as sf
 

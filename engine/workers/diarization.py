@@ -265,7 +265,7 @@ class DiarizationHandler(Handler):
     def _live_ended(self, sid: int, st: StreamBuffer, total: int) -> Iterator[EngineEvent]:
         """A live stream's end: its last turns and the offline pass wait until transcription
         has committed its last phrase. Run at once they shared the CPU with that commit, and
-        niced as they are, still made it 2-5x slower (bench --live)."""
+        niced as they are, still made it 2-3x slower (bench --live)."""
         if sid in self.peers_done:
             self.peers_done.discard(sid)
             yield from self._live_end(sid, st, total)
