@@ -266,8 +266,8 @@ class Supervisor:
         if slot.role != "capture":
             self._give_capture(slot)
         if slot.role == "diarization":  # a restarted diarizer missed these
-            for sid in self.streams:
-                if sid in self.finished.get("transcription", ()):
+            for sid, stream in self.streams.items():
+                if stream.live and sid in self.finished.get("transcription", ()):
                     self._send("diarization", PeerFinished("transcription", sid))
 
     def _new_audio_channel(self, consumer: _Slot) -> Sender:
@@ -501,7 +501,9 @@ class Supervisor:
             self.slots[role].ratios.append(work_s / audio_s)
         if final:
             self.finished[role].add(sid)
-            if role == "transcription" and "diarization" in self.slots:
+            stream = self.streams.get(sid)
+            if role == "transcription" and "diarization" in self.slots and stream is not None \
+                    and stream.live:
                 self._send("diarization", PeerFinished(role, sid))
             if all(sid in self.finished[r] for r in self.consumers):
                 self.streams.pop(sid, None)

@@ -196,6 +196,11 @@ def test_live_offline_pass_waits_for_transcription(tmp_path: Path,
     ended = _live_stream(handler, 2, wav, audio, (PeerFinished("transcription", 2),))
     assert len(finals(ended)) == 1 and not handler.busy()
 
+    # a restarted diarizer is told before its stream is even sent again
+    early = list(handler.handle(PeerFinished("transcription", 6)))
+    ended = early + _live_stream(handler, 6, wav, audio[: 4 * SR])
+    assert len(finals(ended)) == 1 and not handler.busy()
+
     # the word never comes: the pass runs anyway once the wait is over
     monkeypatch.setattr(diarization, "PEER_WAIT_S", 0.3)
     ended = _live_stream(handler, 3, wav, audio)

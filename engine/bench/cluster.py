@@ -32,7 +32,7 @@ class ClusterRun:
     start_s: float  # engine or actors up, models loaded
     wall_s: float  # the batch itself
     audio_s: float
-    identical: int  # files whose JSON equals the local engine's
+    identical: int | None  # files whose JSON equals the local engine's (None: local itself)
     files: int
     failed: int
     nodes: list[str] = field(default_factory=list)
@@ -59,7 +59,7 @@ def _local(cfg: Config, files: list[str]) -> tuple[ClusterRun, dict[str, str]]:
             outputs[f] = to_json(res.transcript)
         wall = time.perf_counter() - started
     return ClusterRun("local engine", 0, cfg.transcription.cpu_threads, started - t0, wall,
-                      audio, len(files), len(files), failed), outputs
+                      audio, None, len(files), failed), outputs
 
 
 def _on_cluster(cfg: Config, address: str, actors: int, cpus: int, files: list[str],
@@ -122,7 +122,7 @@ def run_cluster_bench(cfg: Config, args: argparse.Namespace) -> int:
              if local_run.throughput else None} for r in runs]}, indent=2))
     else:
         _print(runs, local_run)
-    bad = any(r.failed or r.identical < r.files for r in runs[1:])
+    bad = any(r.failed or (r.identical or 0) < r.files for r in runs[1:])
     return 1 if bad else 0
 
 
@@ -135,7 +135,7 @@ def _print(runs: list[ClusterRun], local: ClusterRun) -> None:
         ratio = r.throughput / local.throughput if local.throughput else 0.0
         print(f"{r.label:16} {r.cpus_per_actor:>10} {r.start_s:8.1f} {r.wall_s:8.1f} "
               f"{r.audio_s:8.1f} {r.throughput:9.2f} {ratio:8.2f} "
-              + (f"{r.identical:>4}/{r.files:<4}" if r.actors else f"{'-':>9}")
+              + (f"{r.identical:>4}/{r.files:<4}" if r.identical is not None else f"{'-':>9}")
               + (f"  {r.failed} failed" if r.failed else ""))
     print("-" * len(head))
     print("audio s/s: audio seconds transcribed (with speakers) per wall second of the batch; "

@@ -74,7 +74,7 @@ class DiarizationHandler(Handler):
         self.named: dict[int, tuple[tuple[str, str, float], ...]] = {}  # last sent, live
         self.named_at: dict[int, float] = {}  # audio seconds of the last live match
         self.ending: dict[int, _Ending] = {}  # live streams waiting for their offline pass
-        self.peers_done: set[int] = set()  # live streams transcription has finished
+        self.peers_done: set[int] = set()  # live streams transcription finished first
 
     def load(self) -> str:
         from engine.diarization.pipeline import DiarizationParams
@@ -139,7 +139,7 @@ class DiarizationHandler(Handler):
             case PeerFinished(stream_id=sid):
                 if sid in self.ending:
                     yield from self._finish_ending(sid)
-                elif sid in self.live:  # transcription got there first
+                else:  # transcription got there first (or this worker restarted since)
                     self.peers_done.add(sid)
             case Enrol():
                 from engine.voices import VoiceError
