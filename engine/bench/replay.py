@@ -68,6 +68,9 @@ class ClipRow:
     # touches, minus what the engine itself marked as gaps (None: no reference times)
     speech_without_words_s: float | None = None
     wder: float | None = None  # words given the wrong speaker (clips with segments/)
+    # of speech_without_words_s, time neither the VAD nor the segmentation model hears as
+    # speech (the engine's coverage check cannot see it: reference time with no voice found)
+    unheard_s: float | None = None
     baseline_wer: float | None = None  # plain faster-whisper on the same clip (--baseline)
     baseline_errors: int | None = None
     baseline_sdi: tuple[int, int, int] | None = None
@@ -95,6 +98,7 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
     diarize = cfg.diarization.enabled
     t_start = time.perf_counter()
     me = psutil.Process()
+    listen: list[tuple[ClipRow, Path, list[tuple[float, float]], Transcript]] = []
     with Supervisor(cfg, diarization=diarize) as engine:
         runner = Runner(engine)
         runner.wait_ready()
@@ -142,9 +146,15 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
                     [(float(x["start"]), float(x["end"])) for x in sentences]
                     or [(t.start, t.end) for t in ref_turns], tr),
                 _wder(sentences, tr)))
+            listen.append((rows[-1], corpus / clip["file"],
+                           [(float(x["start"]), float(x["end"])) for x in sentences]
+                           or [(t.start, t.end) for t in ref_turns], tr))
             rows[-1].guard_words, rows[-1].guard_ref_words = guard_losses(res.dropped, ref, hyp)
         supervisor_cpu = (sum(me.cpu_times()[:2]) - cpu0) / max(1e-9, time.perf_counter() - wall0)
         workers = {w.role: w for w in engine.metrics().workers}
+    hearing = _Hearing(cfg)  # after the run: its models would share the engine's CPUs
+    for row, path, stretches, tr in listen:
+        row.unheard_s = hearing.unheard(path, stretches, tr)
     if getattr(args, "baseline", False):
         _run_baseline(cfg, corpus, clips, rows)
     vocab = None
@@ -169,15 +179,54 @@ def run_bench(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
+def _holes(stretches: list[tuple[float, float]], tr: Transcript) -> list[tuple[float, float]]:
+    spans = sorted((w.start, w.end) for s in tr.spoken for w in (s.words or (s,)))
+    spans += [(g.start, g.end) for g in tr.gaps]
+    return uncovered(sorted(stretches), sorted(spans), 0.3, 0.5)
+
+
 def _speech_without_words(stretches: list[tuple[float, float]], tr: Transcript) -> float | None:
     """Reference speech no hypothesis word touches (the engine's own coverage rule, applied
     to the reference's times), not counting what the engine marked as a gap."""
     if not stretches:
         return None
-    spans = sorted((w.start, w.end) for s in tr.spoken for w in (s.words or (s,)))
-    spans += [(g.start, g.end) for g in tr.gaps]
-    holes = uncovered(sorted(stretches), sorted(spans), 0.3, 0.5)
-    return round(sum(b - a for a, b in holes), 2)
+    return round(sum(b - a for a, b in _holes(stretches, tr)), 2)
+
+
+class _Hearing:
+    """Whether a stretch the reference calls speech holds a voice either of the engine's
+    detectors hears (Silero VAD at the config's threshold, the segmentation model): what
+    is left of `speech_without_words_s` outside both is time no check could find."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._seg: Any = None
+
+    def unheard(self, path: Path, stretches: list[tuple[float, float]],
+                tr: Transcript) -> float | None:
+        holes = _holes(stretches, tr) if stretches else []
+        if not stretches:
+            return None
+        if not holes:
+            return 0.0
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        from engine.audio.source import read_audio
+        from engine.diarization.pipeline import VoiceChanges
+        from engine.models.registry import diarization_paths
+        from engine.workers.transcription import UNIT_PAUSE_MS
+
+        if self._seg is None:
+            self._seg = VoiceChanges(diarization_paths(self.cfg.paths.models_dir)[0])
+        audio = read_audio(path)
+        v = self.cfg.vad  # as the coverage check runs it: unpadded, split at short pauses
+        opts = VadOptions(threshold=v.threshold, min_silence_duration_ms=UNIT_PAUSE_MS,
+                          speech_pad_ms=0, min_speech_duration_ms=v.min_speech_ms)
+        vad = [(d["start"] / SAMPLE_RATE, d["end"] / SAMPLE_RATE)
+               for d in get_speech_timestamps(audio, opts)]
+        seg = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in self._seg.activity(audio, 0.0)]
+        heard = sorted(vad + seg)
+        return round(sum(b - a for a, b in uncovered(holes, heard, 0.0, 0.0)), 2)
 
 
 def _wder(sentences: list[dict[str, Any]], tr: Transcript) -> float | None:
@@ -299,6 +348,7 @@ def _pooled(rows: list[ClipRow], pooled: dict[str, tuple[Any, Any]], load_s: flo
         "gaps": sum(r.gaps for r in real),
         "gap_s": round(sum(r.gap_s for r in real), 2),
         "speech_without_words_s": round(sum(r.speech_without_words_s or 0.0 for r in real), 2),
+        "unheard_s": round(sum(r.unheard_s or 0.0 for r in real), 2),
         "wder": sum(wders) / len(wders) if wders else None,  # mean over real clips with it
         "guard_words": sum_counts(r.guard_words for r in real),
         "guard_reference_words": sum_counts(r.guard_ref_words for r in real),
@@ -345,8 +395,10 @@ def _print_table(rows: list[ClipRow], p: dict[str, Any]) -> None:
           + (f"  plain faster-whisper {pct(p['baseline_wer'])}% (ratio "
              f"{p['baseline_processing_ratio']:.3f})" if p["baseline_wer"] is not None else "")
           + f"  WER synthetic {pct(p['wer_synthetic'])}%  WER en {pct(p['wer_en'])}%")
-    print(f"pooled (real clips): speech without words {p['speech_without_words_s']:.1f} s  "
-          f"gaps marked {p['gaps']} ({p['gap_s']:.1f} s)  WDER {pct(p['wder'])}%")
+    print(f"pooled (real clips): speech without words {p['speech_without_words_s']:.1f} s "
+          f"(heard as speech by neither the VAD nor the segmentation model: "
+          f"{p['unheard_s']:.1f} s)  gaps marked {p['gaps']} ({p['gap_s']:.1f} s)  "
+          f"WDER {pct(p['wder'])}%")
     guards = ", ".join(f"{g} {n} ({p['guard_reference_words'].get(g, 0)} of the reference)"
                        for g, n in sorted(p["guard_words"].items())) or "none"
     print(f"pooled (real clips): words removed by the guards: {guards}")

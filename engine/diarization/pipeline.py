@@ -206,6 +206,41 @@ class VoiceChanges:
                             and before.argmax() != after.argmax()))
         return out
 
+    def activity(self, audio: np.ndarray, min_s: float) -> list[tuple[int, int]]:
+        """Where the segmentation model hears someone speak (sample ranges at least `min_s`
+        long): the speech the diarizer's turns are made of, which the VAD can miss (soft or
+        distant voices). Whole windows side by side, so each sample is judged once."""
+        x = np.zeros((1, 1, self.window), dtype=np.float32)
+        active: list[np.ndarray] = []
+        for s in range(0, max(1, len(audio)), self.window):
+            chunk = audio[s : s + self.window]
+            x[:] = 0.0
+            x[0, 0, : chunk.shape[0]] = chunk
+            log_probs = self._seg.run(None, {self._seg_in: x})[0]
+            frames = min(self.frames, int(np.ceil(max(0, chunk.shape[0] - SEG_FIELD)
+                                                  / SEG_STEP)) + 1)
+            act = _POWERSET[np.argmax(log_probs[0, :frames], axis=-1)].any(axis=-1)
+            active.append(act)
+        out: list[tuple[int, int]] = []
+        if not active:
+            return out
+        per = self.frames
+        on = np.concatenate([a if len(a) == per else np.pad(a, (0, per - len(a)))
+                             for a in active])
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
+        for f0, f1 in zip(edges[::2], edges[1::2], strict=True):
+            # frame f of window w is centred at w * window + SEG_CENTER + (f % per) * STEP
+            a = self._centre(f0) - SEG_STEP // 2
+            b = self._centre(f1 - 1) + SEG_STEP // 2
+            a, b = max(0, a), min(len(audio), b)
+            if b - a >= min_s * SAMPLE_RATE:
+                out.append((a, b))
+        return out
+
+    def _centre(self, frame: int) -> int:
+        w, f = divmod(int(frame), self.frames)
+        return int(w * self.window + SEG_CENTER + f * SEG_STEP)
+
 
 class Diarizer:
     """Callable offline diarizer; construct once (loads both models), call per recording."""

@@ -87,7 +87,8 @@ class TranscriptionHandler(Handler):
                                    min_silence_duration_ms=self.config.live.end_silence_ms,
                                    speech_pad_ms=100, min_speech_duration_ms=v.min_speech_ms)
         self._patch_encoder_window()
-        if self.tc.unit_max_s and self.tc.unit_voice_cuts:
+        if ((self.tc.unit_max_s and self.tc.unit_voice_cuts)
+                or (self.tc.recheck_min_s and self.tc.recheck_turns)):
             from engine.diarization.pipeline import VoiceChanges
             from engine.models.registry import diarization_paths
 
@@ -322,7 +323,8 @@ class TranscriptionHandler(Handler):
                 regions = self._speech(audio)
                 pauses = [(b + a) // 2 for (_, b), (a, _) in zip(regions, regions[1:],
                                                                   strict=False)]
-                new_voice = self.voices(audio, pauses) if self.voices and pauses else []
+                new_voice = (self.voices(audio, pauses)
+                             if self.voices and self.tc.unit_voice_cuts and pauses else [])
                 for a, b in decode_units(regions, len(audio), self.tc.unit_max_s,
                                          self.tc.unit_pad_ms, new_voice):
                     segments += clean_segments(self._transcribe(
@@ -331,8 +333,12 @@ class TranscriptionHandler(Handler):
             else:
                 segments = self._transcribe(audio, offset_s, st.language)
         if self.tc.recheck_min_s and len(audio) >= SAMPLE_RATE // 2:
-            segments = self._cover(audio, offset_s, segments, st.language,
-                                   regions if regions is not None else self._speech(audio))
+            speech = regions if regions is not None else self._speech(audio)
+            if self.voices is not None and self.tc.recheck_turns:
+                # the diarizer's speech too: a turn with no words is checked like a VAD
+                # region (its model hears soft voices the VAD can miss)
+                speech = sorted(speech + self.voices.activity(audio, self.tc.recheck_min_s))
+            segments = self._cover(audio, offset_s, segments, st.language, speech)
         self.table.published[sid] = st.start_sample
         self.settled_rss = release_freed()
         return TranscriptResult(sid, tuple(segments), start, st.start_sample, final,
@@ -360,7 +366,7 @@ class TranscriptionHandler(Handler):
         joined = self.config.vad.min_silence_ms / 1000
         for first, last in speech:  # rejoin what the unit cuts split: one stretch, one gap
             if regions and first / SAMPLE_RATE - regions[-1][1] < joined:
-                regions[-1] = (regions[-1][0], last / SAMPLE_RATE)
+                regions[-1] = (regions[-1][0], max(regions[-1][1], last / SAMPLE_RATE))
             else:
                 regions.append((first / SAMPLE_RATE, last / SAMPLE_RATE))
         spans = sorted((w.start - offset_s, w.end - offset_s)
