@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1, 2, ... actors beside the local engine, and identity of outputs")
     b.add_argument("--actors", type=int, metavar="N",
                    help="with --cluster: at most N actors (default: as the CPUs allow)")
+    b.add_argument("--long", type=float, metavar="MINUTES", default=20.0,
+                   help="with --cluster: also one recording of MINUTES made of the corpus's "
+                        "speech, on 1 one-CPU actor and split over 2 (0 skips it; default 20)")
     b.add_argument("--faults", action="store_true",
                    help="inject every fault kind into every worker; report detection and "
                         "recovery")

@@ -204,6 +204,14 @@ class ClusterConfig:
     address: str = ""
     actors: int = field(default=0, metadata=_range(0, 4096))  # 0 = from the cluster's CPUs
     cpus_per_actor: int = field(default=2, metadata=_range(1, 256))
+    # a recording this long or longer is cut at silences into pieces that run on several
+    # actors at once, speakers matched across pieces by voice (0 = never split); pieces are
+    # at least split_piece_s long, about two per actor so a slow one does not hold the file
+    split_min_s: float = field(default=300.0, metadata=_range(0.0, 1e6))
+    split_piece_s: float = field(default=120.0, metadata=_range(10.0, 1e6))
+    # two pieces' speakers are one person when their voices are at least this similar
+    # (cosine of CAM++ embeddings; other people in the corpus scored at most 0.53)
+    stitch_threshold: float = field(default=0.6, metadata=_range(-1.0, 1.0))
 
 
 RSS_MB_RANGE = (32, 65536)

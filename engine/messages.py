@@ -132,6 +132,9 @@ class StreamStart:
     # a replay seeked to `start_sample`: start there even before audio already published,
     # drop what came from `start_sample` on, keep the voices heard so far
     rewind: bool = False
+    # a piece of a recording split across cluster actors: diarization ends it with each
+    # speaker's voice (SpeakerVoices), so the driver can match speakers across pieces
+    voices: bool = False
 
 
 @dataclass(frozen=True)
@@ -455,6 +458,17 @@ class VoicesRecognised:
 
 
 @dataclass(frozen=True)
+class SpeakerVoices:
+    """From diarization, at the end of a stream started with `voices`: each speaker's
+    embedding (unit CAM++ vector) and the seconds of speech behind it, before the final
+    DiarizationResult. Labels are the stream's own; a split recording's pieces are made
+    one set of speakers with them."""
+
+    stream_id: int
+    voices: tuple[tuple[str, np.ndarray, float], ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
 class VoiceEnrolled:
     """From diarization: the answer to Enrol (`error` set when refused, one line)."""
 
@@ -485,5 +499,5 @@ EngineEvent = (
     StreamOpened | StreamError | TranscriptResult | PartialResult | DiarizationResult
     | MicStatus | MicLevel | InputDevices | WorkerStatus | Heartbeat | WorkerError
     | FaultFired | EngineMetrics | ModelLevels | SessionOpened | EngineFailed | StreamRewound
-    | VoicesRecognised | VoiceEnrolled
+    | VoicesRecognised | VoiceEnrolled | SpeakerVoices
 )

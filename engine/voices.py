@@ -294,6 +294,24 @@ def session_voices(embedder: Embedder, audio: np.ndarray,
     return out
 
 
+def piece_voices(embedder: Embedder, audio: np.ndarray, turns: Sequence[SpeakerTurn]
+                 ) -> list[tuple[str, np.ndarray, float]]:
+    """Every speaker's voice in a piece of a split recording, with its seconds: as
+    session_voices, but a speaker with little clean speech is embedded from all of it (an
+    unsure voice still beats founding a new speaker for each short turn)."""
+    out = []
+    clean = session_voices(embedder, audio, turns)
+    for label in dict.fromkeys(t.speaker for t in turns):
+        spans = (clean_spans(turns, label) if label in clean
+                 else sorted((t.start, t.end) for t in turns if t.speaker == label))
+        vec = clean.get(label)
+        if vec is None:
+            vec, _ = embedder.voice(audio, spans)
+        if vec is not None:
+            out.append((label, vec, round(sum(b - a for a, b in spans), 3)))
+    return out
+
+
 class Recogniser:
     """The diarization worker's side: profiles read when a stream needs them (so an enrol
     or forget in another process counts from the next stream), the embedding model loaded

@@ -88,6 +88,19 @@ def _first_line(proc: subprocess.Popen[str]) -> str:
     return first
 
 
+def _kill_a_busy_actor() -> None:
+    """SIGKILL an actor process while it runs audio (a file or a piece of one)."""
+    deadline = time.monotonic() + 120
+    busy: list[int] = []
+    while not busy and time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-f", "ray::Pipeline.feed"], capture_output=True,
+                               text=True)
+        busy = [int(p) for p in found.stdout.split()]
+        time.sleep(0.05)
+    assert busy, "no actor ever ran"
+    os.kill(busy[0], signal.SIGKILL)
+
+
 def _same(a: Path, b: Path, names: list[str]) -> None:
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -104,7 +117,114 @@ def test_plan_actors_from_the_cluster_cpus() -> None:
     # --actors N: spread by CPUs, each actor's CPUs (its whisper threads) within its node's
     assert sorted(plan_actors(nodes, 3, 2)) == [("a", 2), ("a", 2), ("b", 1)]
     assert plan_actors(nodes, 1, 2) == [("a", 4)]
+    assert plan_actors(nodes, 1, 2, max_cpus=1) == [("a", 1)]
     assert plan_actors([], 0, 2) == []
+
+
+def test_long_recordings_are_cut_at_pauses_and_speakers_matched_by_voice(
+        tmp_path: Path) -> None:
+    """The rules of a split, without Ray: how many pieces (a whole multiple of the actors,
+    none below split_piece_s), cuts in the pause nearest each even point, and the pieces'
+    speakers made one set by their voices (each matched at most once, below the threshold
+    a new speaker), numbered by first appearance on the recording's clock."""
+    import numpy as np
+    import soundfile as sf
+
+    from engine.audio.source import probe
+    from engine.cluster.split import PieceResult, cut_points, match_speakers, piece_count, stitch
+    from engine.config import ClusterConfig
+    from engine.messages import Segment, SpeakerTurn, Word
+    from engine.transcript import Transcript
+
+    cc = ClusterConfig()
+    assert piece_count(cc.split_min_s - 1, 4, cc) == 1  # short: whole
+    assert piece_count(3600, 1, cc) == 1  # one actor: whole
+    assert piece_count(1200, 2, cc) == 4 and piece_count(400, 2, cc) == 2
+    assert piece_count(400, 100, cc) == 3  # never pieces shorter than split_piece_s
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(60 * sr)).astype(np.float32)
+    audio[int(27.0 * sr):int(27.6 * sr)] = 0.0  # the pause nearest the middle
+    audio[int(15.0 * sr):int(16.0 * sr)] = 0.0  # a longer one, too far from it
+    wav = tmp_path / "n.wav"
+    sf.write(str(wav), audio, sr)
+    (cut,) = cut_points(probe(wav), 2)
+    assert 27.0 * sr <= cut <= 27.6 * sr
+
+    a, b, c = (np.eye(3, dtype=np.float32)[i] for i in range(3))
+    maps = match_speakers([[("S0", a, 10.0), ("S1", b, 5.0)],
+                           [("S0", b * 0.9 + a * 0.1, 4.0), ("S1", c, 3.0)],
+                           [("S0", a, 2.0), ("S1", a * 0.95 + b * 0.05, 2.0)]], 0.6)
+    assert maps[0] == {"S0": 0, "S1": 1}
+    assert maps[1] == {"S0": 1, "S1": 2}  # same voice as b; c is new
+    assert maps[2]["S0"] == 0 and maps[2]["S1"] == 3  # a is taken once: the other is new
+
+    def piece(start_s: float, spk: str) -> PieceResult:
+        w = (Word(0.5, 1.0, "bom", speaker=spk),)
+        tr = Transcript("x.wav", 10.0, "pt", "m",
+                        [Segment(0.5, 1.0, "bom", w, speaker=spk)],
+                        [SpeakerTurn(0.4, 1.1, spk)], True)
+        return PieceResult(int(start_s * sr), tr, [(spk, a if spk == "S1" else b, 1.0)])
+
+    tr = stitch("x.wav", 20.0, [piece(0.0, "S1"), piece(10.0, "S0"), piece(15.0, "S5")], 0.6)
+    assert [(s.start, s.speaker) for s in tr.segments] == [
+        (0.5, "SPEAKER_00"), (10.5, "SPEAKER_01"), (15.5, "SPEAKER_01")]
+    assert tr.segments[1].words[0].start == 10.5
+    assert tr.segments[1].words[0].speaker == "SPEAKER_01"
+    assert [t.speaker for t in tr.turns] == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_01"]
+
+
+def test_a_long_recording_runs_as_pieces_on_both_nodes_with_one_set_of_speakers(
+        cluster: Any, tmp_path: Path) -> None:
+    """A recording past split_min_s is cut at pauses into pieces that run on both nodes at
+    once; the dialogue's four people, heard in every piece, keep one label each across the
+    recording (voices matched across pieces), on the recording's clock. Run again with an
+    actor SIGKILLed mid-piece, the piece runs again and the output is byte-identical."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from engine.messages import SpeakerTurn
+    from engine.scoring import edit_distance, normalize
+    from tests.conftest import clips, der, reference_turns
+
+    clip = "ptbr_dlg_mixed_4spk"
+    audio, sr = sf.read(str(clip_path(clip)), dtype="float32")
+    reps, pause = 3, np.zeros(sr, np.float32)
+    span = (len(audio) + len(pause)) / sr
+    wav = tmp_path / "reuniao.wav"
+    sf.write(str(wav), np.concatenate([audio, pause] * reps), sr)
+    ref = [SpeakerTurn(t.start + k * span, t.end + k * span, t.speaker)
+           for k in range(reps) for t in reference_turns(clip)]
+    out = tmp_path / "out" / "reuniao.json"
+    cfg = Path(_config(out))
+    cfg.write_text(cfg.read_text() + "[cluster]\nsplit_min_s = 60.0\nsplit_piece_s = 30.0\n")
+    proc = run_cli("--config", str(cfg), "transcribe", str(wav), "-f", "json", "-o", str(out),
+                   "--cluster", cluster.address, "--actors", "2", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 pieces cut at pauses" in proc.stderr, proc.stderr
+    doc = json.loads(out.read_text())
+    turns = [SpeakerTurn(t["start"], t["end"], t["speaker"]) for t in doc["turns"]]
+    assert len({t.speaker for t in turns}) == 4, turns
+    assert der(ref, turns, reps * span) < 0.10
+    starts = [s["start"] for s in doc["segments"]]
+    assert starts == sorted(starts) and starts[-1] > 2 * span
+    words = normalize(clips()[clip]["transcript"]) * reps
+    hyp = normalize(" ".join(s["text"] for s in doc["segments"]))
+    assert edit_distance(words, hyp) / len(words) < 0.15
+
+    again = tmp_path / "again" / "reuniao.json"
+    again.parent.mkdir()
+    cmd = [sys.executable, "-m", "engine.cli", "--config", str(cfg), "transcribe", str(wav),
+           "-f", "json", "-o", str(again), "--cluster", cluster.address, "--actors", "2"]
+    run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    _kill_a_busy_actor()
+    _, stderr = run.communicate(timeout=600)
+    assert run.returncode == 0, stderr
+    assert again.read_bytes() == out.read_bytes()
 
 
 def _tampered_models(folder: Path) -> Path:
@@ -171,15 +291,7 @@ def test_an_actor_killed_mid_file_is_replaced_and_every_file_ends_once(
     files = sorted(inputs.glob("*.wav"))
     out = tmp_path / "out"
     proc = _start(cluster, files, out, 1)
-    deadline = time.monotonic() + 120
-    busy: list[int] = []
-    while not busy and time.monotonic() < deadline:  # the actor is transcribing a file
-        found = subprocess.run(["pgrep", "-f", "ray::Pipeline.feed"], capture_output=True,
-                               text=True)
-        busy = [int(p) for p in found.stdout.split()]
-        time.sleep(0.05)
-    assert busy, "no actor ever ran"
-    os.kill(busy[0], signal.SIGKILL)
+    _kill_a_busy_actor()
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     done = [ln for ln in stdout.splitlines() if " -> " in ln]

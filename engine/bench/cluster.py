@@ -7,6 +7,10 @@ run: wall time of the batch, audio seconds per wall second, the ratio to the loc
 the actors' start (model load) time, which is paid once per actor and kept apart, and how many
 transcripts are byte-identical (JSON export) to the local ones. All files use the
 configuration's language, on both sides, so the comparison is of the same work.
+
+Then one long recording (`--long MINUTES`, built from the corpus's Portuguese clips) runs on
+one one-CPU actor whole and on two one-CPU actors cut into pieces: does one file finish
+faster on more actors, and do its speakers stay one set across the pieces.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 from engine.bench import corpus as cb
 from engine.config import Config
@@ -87,6 +93,88 @@ def _on_cluster(cfg: Config, address: str, actors: int, cpus: int, files: list[s
                       sum(1 for r in got.values() if r.error is not None), names)
 
 
+@dataclass
+class LongRun:
+    """One long recording on one one-CPU actor (whole) and on two (cut into pieces)."""
+
+    minutes: float
+    one_wall_s: float
+    split_wall_s: float
+    pieces: int
+    speakers_one: int
+    speakers_split: int
+    der_split_vs_one: float  # % of speech time, ±0.25 s collar, the whole run as reference
+    words_differ: float  # % word edits between the two transcripts (the whole as reference)
+    failed: int
+
+    @property
+    def speedup(self) -> float:
+        return self.one_wall_s / self.split_wall_s if self.split_wall_s > 0 else 0.0
+
+
+def long_recording(corpus: Path, clips: list[dict[str, Any]], minutes: float,
+                   folder: Path) -> Path:
+    """MINUTES of the corpus's real Portuguese clips one after another (1 s apart, looped),
+    as one 16 kHz WAV: a meeting-length recording with many voices, some coming back."""
+    import numpy as np
+    import soundfile as sf
+
+    from engine.audio.source import read_audio
+    from engine.messages import SAMPLE_RATE
+
+    real = [c for c in clips if not c.get("synthetic") and cb.clip_language(c) == "pt"]
+    if not real:
+        raise ValueError("no real Portuguese clips in the corpus")
+    audio = [read_audio(corpus / c["file"]) for c in real]
+    pause = np.zeros(SAMPLE_RATE, np.float32)
+    parts, n, want = [], 0, int(minutes * 60 * SAMPLE_RATE)
+    while n < want:
+        for a in audio:
+            parts += [a, pause]
+            n += len(a) + len(pause)
+            if n >= want:
+                break
+    path = folder / f"long_{minutes:g}min.wav"
+    sf.write(str(path), np.concatenate(parts)[:want], SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def _long(cfg: Config, address: str, path: Path) -> LongRun:
+    from engine.cluster.batch import ClusterBatch, ClusterError
+    from engine.cluster.split import piece_count
+    from engine.scoring import annotation, der_metric, edit_distance, normalize, uem
+
+    got: dict[int, FileResult] = {}
+    wall: dict[int, float] = {}
+    pieces = 1
+    for n in (1, 2):
+        batch = ClusterBatch(cfg, address, n, 1, max_cpus=1)
+        try:
+            if len(batch.actors) < n:
+                raise ClusterError(f"{n} one-CPU actors did not start")
+            if n == 2:
+                pieces = piece_count(got[1].audio_s, n, cfg.cluster)
+
+            def emit(result: FileResult, _where: str, n: int = n) -> None:
+                got[n] = result
+
+            t0 = time.perf_counter()
+            batch.run([str(path)], emit)
+            wall[n] = time.perf_counter() - t0
+        finally:
+            batch.close()
+    one, split = got[1].transcript, got[2].transcript
+    der = der_metric(0.25)(annotation(one.turns), annotation(split.turns),
+                           uem=uem(one.duration_s))
+    ref = normalize(" ".join(s.text for s in one.spoken))
+    hyp = normalize(" ".join(s.text for s in split.spoken))
+    return LongRun(round(one.duration_s / 60, 2), wall[1], wall[2], pieces,
+                   len({t.speaker for t in one.turns}), len({t.speaker for t in split.turns}),
+                   round(100 * float(der), 2),
+                   round(100 * edit_distance(ref, hyp) / max(1, len(ref)), 2),
+                   sum(r.error is not None for r in got.values()))
+
+
 def run_cluster_bench(cfg: Config, args: argparse.Namespace) -> int:
     """Local engine, then 1..N actors on the cluster, on the same corpus files; 1 when a run
     failed a file or a cluster transcript differs from the local one."""
@@ -115,15 +203,41 @@ def run_cluster_bench(cfg: Config, args: argparse.Namespace) -> int:
         except ClusterError as exc:
             print(f"transcrevai: {n} actors: {exc}", file=sys.stderr)
             return 1
+    long = None
+    if args.long and args.long > 0:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="transcrevai-long-") as tmp:
+            try:
+                path = long_recording(corpus, clips, args.long, Path(tmp))
+                long = _long(cfg, args.cluster, path)
+            except (ClusterError, ValueError) as exc:
+                print(f"transcrevai: long recording: {exc}", file=sys.stderr)
+                return 1
     if args.json:
         print(json.dumps({"files": len(files), "runs": [
             {**asdict(r), "throughput": round(r.throughput, 3),
              "vs_local": round(r.throughput / local_run.throughput, 3)
-             if local_run.throughput else None} for r in runs]}, indent=2))
+             if local_run.throughput else None} for r in runs],
+            "long": None if long is None else {**asdict(long),
+                                               "speedup": round(long.speedup, 3)}}, indent=2))
     else:
         _print(runs, local_run)
+        if long is not None:
+            _print_long(long)
     bad = any(r.failed or (r.identical or 0) < r.files for r in runs[1:])
-    return 1 if bad else 0
+    return 1 if bad or (long is not None and long.failed) else 0
+
+
+def _print_long(r: LongRun) -> None:
+    print(f"\none {r.minutes:.1f}-minute recording, actors of one CPU each:")
+    print(f"  1 actor, whole:           {r.one_wall_s:7.1f} s wall, {r.speakers_one} speakers")
+    print(f"  2 actors, {r.pieces} pieces:       {r.split_wall_s:7.1f} s wall, "
+          f"{r.speakers_split} speakers  -> {r.speedup:.2f}x faster (target >= 1.6x: "
+          f"{'met' if r.speedup >= 1.6 else 'NOT met'})")
+    print(f"  pieces against whole: speaker DER {r.der_split_vs_one:.2f}% (speakers matched "
+          f"across pieces by voice), words differing {r.words_differ:.2f}% (other cut points "
+          "make other decode units)" + (f"; {r.failed} failed" if r.failed else ""))
 
 
 def _print(runs: list[ClusterRun], local: ClusterRun) -> None:

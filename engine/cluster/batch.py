@@ -4,11 +4,12 @@ Each actor holds one loaded pipeline (engine.cluster.pipeline). The driver reads
 itself with the engine's reader (the same 16 kHz blocks capture sends the local workers),
 streams it to an actor in bounded batches of blocks (at most WINDOW batches in flight, so a
 long file never sits whole in the object store), folds the events that come back as the local
-runner does, and alone writes outputs. No disk is shared with the nodes.
+runner does, and alone writes outputs. No disk is shared with the nodes. A long file runs as
+pieces on several actors at once, stitched back with one set of speakers (engine.cluster.split).
 
 Faults are Ray's: actors restart (max_restarts) on a live node when their process or node
-dies, and a file whose actor died part-way is streamed again from its start (its stream
-state died with the actor); every file ends exactly once. A manifest beside the outputs,
+dies, and a file (or piece) whose actor died part-way is streamed again from its start (its
+stream state died with the actor); every file ends exactly once. A manifest beside the outputs,
 written atomically after each file, lets the same command started again skip files whose
 outputs are complete.
 """
@@ -33,6 +34,7 @@ from engine.audio.source import (
     read_blocks,
     truncated_message,
 )
+from engine.cluster.split import PieceResult, describe, piece_count, plan, stitch
 from engine.config import Config
 from engine.fileio import atomic_write_text, sha256_file
 from engine.messages import (
@@ -40,6 +42,7 @@ from engine.messages import (
     AudioChunk,
     DiarizationResult,
     EndOfStream,
+    SpeakerVoices,
     StreamStart,
     TranscriptResult,
     VoicesRecognised,
@@ -141,11 +144,18 @@ def connect(address: str) -> Any:
     return ray
 
 
-def plan_actors(nodes: list[dict[str, Any]], actors: int, cpus_per_actor: int
-                ) -> list[tuple[str, int]]:
+def plan_actors(nodes: list[dict[str, Any]], actors: int, cpus_per_actor: int,
+                max_cpus: int = 0) -> list[tuple[str, int]]:
     """(node id, CPUs) for each actor. By default an actor per `cpus_per_actor` CPUs of a
-    node (at least one per node); `actors` spreads that many over the nodes by their CPUs.
-    CPUs are whole, so an actor's whisper threads equal what Ray reserves for it."""
+    node (at least one per node); `actors` spreads that many over the nodes by their CPUs;
+    `max_cpus` caps each actor. CPUs are whole, so an actor's whisper threads equal what
+    Ray reserves for it."""
+    plan = _plan(nodes, actors, cpus_per_actor)
+    return [(nid, min(c, max_cpus)) for nid, c in plan] if max_cpus > 0 else plan
+
+
+def _plan(nodes: list[dict[str, Any]], actors: int, cpus_per_actor: int
+          ) -> list[tuple[str, int]]:
     alive = [(n["NodeID"], int(n.get("Resources", {}).get("CPU", 0))) for n in nodes
              if n.get("Alive") and int(n.get("Resources", {}).get("CPU", 0)) >= 1]
     if not alive:
@@ -198,14 +208,22 @@ class Manifest:
                                                     indent=1, ensure_ascii=False))
 
 
-def _messages(info: AudioInfo, sid: int, language: str | None,
-              block: int) -> Iterator[tuple[list[WorkerInput], int]]:
-    """(batch of messages, samples read so far) for one file: the blocks capture would send;
-    the reader's errors are raised as AudioFileError after the blocks before them."""
-    batch: list[WorkerInput] = [StreamStart(sid, language)]
+def _messages(info: AudioInfo, sid: int, language: str | None, block: int,
+              start: int = 0, end: int | None = None
+              ) -> Iterator[tuple[list[WorkerInput], int]]:
+    """(batch of messages, samples read so far) for one file, or the piece [start, end) of
+    it as a stream of its own: the blocks capture would send; the reader's errors are
+    raised as AudioFileError after the blocks before them."""
+    piece = start > 0 or end is not None
+    batch: list[WorkerInput] = [StreamStart(sid, language, voices=piece)]
     per = max(1, int(BATCH_S * SAMPLE_RATE) // block)
     seq = offset = 0
-    for samples in read_blocks(info, block):
+    want = None if end is None else end - start
+    for samples in read_blocks(info, block, start_sample=start):
+        if want is not None:
+            samples = samples[: max(0, want - offset)]
+            if not len(samples):
+                break
         batch.append(AudioChunk(sid, seq, offset, samples))
         seq += 1
         offset += len(samples)
@@ -216,26 +234,43 @@ def _messages(info: AudioInfo, sid: int, language: str | None,
     yield batch, offset
 
 
+@dataclass
+class _Split:
+    """A long file running as pieces on several actors; assembled when all have ended."""
+
+    sid: int
+    path: str
+    info: AudioInfo
+    pieces: list[tuple[int, int]]  # samples of the recording, [start, end)
+    streams: list[int]  # each piece's stream id (unique within the batch)
+    results: list[PieceResult | None] = field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        return sum(r is None for r in self.results)
+
+
 class ClusterBatch:
     """Runs files on actors; `emit(result, target)` writes one (on the driver's thread)."""
 
     def __init__(self, config: Config, address: str, actors: int = 0,
-                 cpus_per_actor: int = 0, say: Callable[[str], None] | None = None) -> None:
+                 cpus_per_actor: int = 0, say: Callable[[str], None] | None = None,
+                 max_cpus: int = 0) -> None:
         self.config = config
         self.ray = connect(address)
         self.say = say or (lambda line: print(f"transcrevai: {line}", file=sys.stderr))
         self.nodes: list[NodeReport] = []
         self.actors: list[tuple[Any, NodeReport]] = []
         self.cpus: list[int] = []
-        self._start_actors(actors, cpus_per_actor or 1)
+        self._start_actors(actors, cpus_per_actor or 1, max_cpus)
 
-    def _start_actors(self, actors: int, cpus_per_actor: int) -> None:
+    def _start_actors(self, actors: int, cpus_per_actor: int, max_cpus: int) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from engine.cluster.pipeline import Pipeline
 
         remote = self.ray.remote(Pipeline)
-        plan = plan_actors(self.ray.nodes(), actors, cpus_per_actor)
+        plan = plan_actors(self.ray.nodes(), actors, cpus_per_actor, max_cpus)
         if not plan:
             raise ClusterError("the Ray cluster has no node with a CPU")
         self.cpus = [c for _nid, c in plan]  # per actor, as planned
@@ -279,22 +314,45 @@ class ClusterBatch:
                 pass
         self.actors = []
 
+    def split(self, files: list[str]) -> dict[int, _Split]:
+        """The long files that run as pieces on several actors at once (by file number)."""
+        cc = self.config.cluster
+        out: dict[int, _Split] = {}
+        stream = len(files) + 1
+        for sid, f in enumerate(files, 1):
+            try:
+                info = probe(f)
+            except AudioFileError:
+                continue  # fails alone, one line, when its turn comes
+            if piece_count(info.duration_s, len(self.actors), cc) < 2:
+                continue
+            pieces = plan(info, len(self.actors), cc)
+            out[sid] = _Split(sid, f, info, pieces, list(range(stream, stream + len(pieces))),
+                              [None] * len(pieces))
+            stream += len(pieces)
+            self.say(f"{f}: {len(pieces)} pieces cut at pauses ({describe(pieces)}), "
+                     "run side by side")
+        return out
+
     def run(self, files: list[str], emit: Callable[[FileResult, str], None],
             language: str | None = None) -> None:
-        """Each file once, on whichever actor is free; `emit` is called on this thread."""
-        todo: queue.Queue[tuple[int, str, int]] = queue.Queue()
+        """Each file once, on whichever actor is free (a long one as pieces on several at
+        once); `emit` is called on this thread."""
+        splits = self.split(files)
+        todo: queue.Queue[tuple[int, str, int, int]] = queue.Queue()  # piece -1: whole file
         for sid, f in enumerate(files, 1):
-            todo.put((sid, f, 0))
+            for k in range(len(splits[sid].pieces)) if sid in splits else [-1]:
+                todo.put((sid, f, 0, k))
         results: queue.Queue[tuple[FileResult, str] | None] = queue.Queue()
         block = max(1, int(self.config.engine.chunk_s * SAMPLE_RATE))
 
         lock = threading.Lock()
-        in_flight = [0]  # files taken and not yet ended: one may still come back to `todo`
+        in_flight = [0]  # work taken and not yet ended: some may still come back to `todo`
 
         def serve(handle: Any, rep: NodeReport) -> None:
             while True:
                 try:
-                    sid, path, attempt = todo.get(timeout=0.2)
+                    sid, path, attempt, k = todo.get(timeout=0.2)
                 except queue.Empty:
                     with lock:
                         if in_flight[0] == 0:
@@ -302,21 +360,41 @@ class ClusterBatch:
                     continue
                 with lock:
                     in_flight[0] += 1
+                sp = splits.get(sid)
                 try:
-                    res = self._one(handle, rep, sid, path, language, block)
+                    if sp is None:
+                        res = self._one(handle, rep, sid, path, language, block)
+                    else:
+                        piece = self._piece(handle, rep, sp, k, language, block)
                 except _ActorLost as lost:
                     if attempt + 1 >= MAX_ATTEMPTS:
-                        res = FileResult(path, Transcript(source=path),
-                                         error=f"{path}: {lost} ({MAX_ATTEMPTS} tries)")
+                        why = f"{path}: {lost} ({MAX_ATTEMPTS} tries)"
+                        if sp is None:
+                            res = FileResult(path, Transcript(source=path), error=why)
+                        else:
+                            piece = PieceResult(sp.pieces[k][0], Transcript(source=path),
+                                                error=why)
                     else:
-                        todo.put((sid, path, attempt + 1))  # from its start, on any actor
+                        todo.put((sid, path, attempt + 1, k))  # from its start, any actor
                         with lock:
                             in_flight[0] -= 1
                         if not self._back(handle, rep):
                             break  # Ray could not restart it anywhere: this actor retires
                         continue
+                if sp is not None:
+                    a, b = sp.pieces[k]
+                    rep.audio_s += (b - a) / SAMPLE_RATE if piece.error is None else 0.0
+                    with lock:
+                        sp.results[k] = piece
+                        last = sp.left == 0
+                    if not last:
+                        with lock:
+                            in_flight[0] -= 1
+                        continue
+                    res = self._assemble(sp, rep)
+                else:
+                    rep.audio_s += res.audio_s if res.error is None else 0.0
                 rep.files += 1
-                rep.audio_s += res.audio_s if res.error is None else 0.0
                 results.put((res, rep.name))
                 with lock:
                     in_flight[0] -= 1
@@ -332,10 +410,13 @@ class ClusterBatch:
                 running -= 1
                 continue
             emit(*item)
+        failed: set[int] = set()
         while not todo.empty():  # every actor retired: what is left fails, one line each
-            _sid, path, _attempt = todo.get()
-            emit(FileResult(path, Transcript(source=path),
-                            error=f"{path}: no actor left on the cluster to run it"), "-")
+            sid, path, _attempt, _k = todo.get()
+            if sid not in failed:
+                failed.add(sid)
+                emit(FileResult(path, Transcript(source=path),
+                                error=f"{path}: no actor left on the cluster to run it"), "-")
 
     def _back(self, handle: Any, rep: NodeReport) -> bool:
         """Whether Ray brought the actor back (restarted on a node with room) in time."""
@@ -367,13 +448,55 @@ class ClusterBatch:
 
     def _one(self, handle: Any, rep: NodeReport, sid: int, path: str, language: str | None,
              block: int) -> FileResult:
-        ray = self.ray
         try:
             info = probe(path)
         except AudioFileError as exc:  # changed since the command checked it
             return FileResult(path, Transcript(source=path), error=str(exc))
-        job = FileJob(sid, FileResult(path, Transcript(source=path, duration_s=info.duration_s),
-                                      audio_s=info.duration_s))
+        job, _voices = self._stream(handle, sid, path, info, language, block)
+        if job.failed:  # the actor raised: nothing of this file is kept
+            return FileResult(path, Transcript(source=path), audio_s=info.duration_s,
+                              error=job.result.error)
+        return job.finish(rep.models.split(" + ")[0])
+
+    def _piece(self, handle: Any, rep: NodeReport, sp: _Split, k: int, language: str | None,
+               block: int) -> PieceResult:
+        """One piece of a split file, as a stream of its own; its speakers' voices too."""
+        start, end = sp.pieces[k]
+        job, voices = self._stream(handle, sp.streams[k], sp.path, sp.info, language, block,
+                                   start, end)
+        res = job.finish(rep.models.split(" + ")[0])
+        return PieceResult(start, res.transcript, voices, res.work_s, res.dropped, res.error)
+
+    def _assemble(self, sp: _Split, rep: NodeReport) -> FileResult:
+        """A split file's result from its pieces (speakers matched across them)."""
+        pieces = [r for r in sp.results if r is not None]
+        tr = stitch(sp.path, sp.info.duration_s, pieces, self.config.cluster.stitch_threshold)
+        tr.model = rep.models.split(" + ")[0]
+        errors = [p.error for p in pieces if p.error]
+        res = FileResult(sp.path, tr, audio_s=sp.info.duration_s,
+                         error=errors[0] if errors else None)
+        for p in pieces:
+            for role, w in p.work_s.items():
+                res.work_s[role] = res.work_s.get(role, 0.0) + w
+            res.dropped += p.dropped
+        for e in errors[1:]:
+            tr.warnings.append(e)
+        if sp.info.truncated and not any("truncated" in w for w in tr.warnings):
+            fed = sum(b - a for a, b in sp.pieces)
+            tr.warnings.append(truncated_message(sp.info, fed))
+        return res
+
+    def _stream(self, handle: Any, sid: int, path: str, info: AudioInfo,
+                language: str | None, block: int, start: int = 0, end: int | None = None
+                ) -> tuple[FileJob, list[tuple[str, Any, float]]]:
+        """Stream a file (or its piece [start, end)) through an actor, folded as the local
+        runner folds it; with the speakers' voices a piece's diarization sent."""
+        ray = self.ray
+        whole = start == 0 and end is None
+        length = info.duration_s if whole else ((end or 0) - start) / SAMPLE_RATE
+        job = FileJob(sid, FileResult(path, Transcript(source=path, duration_s=length),
+                                      audio_s=length))
+        voices: list[tuple[str, Any, float]] = []
         pending: list[Any] = []
         fed = 0
 
@@ -386,10 +509,12 @@ class ClusterBatch:
                         job.take_turns(ev)
                     case VoicesRecognised(matches=matches):
                         job.result.transcript.recognise(matches)
+                    case SpeakerVoices():
+                        voices[:] = list(ev.voices)
 
         try:
             try:
-                for msgs, upto in _messages(info, sid, language, block):
+                for msgs, upto in _messages(info, sid, language, block, start, end):
                     fed = upto
                     pending.append(handle.feed.remote(msgs))
                     while len(pending) >= WINDOW:
@@ -403,13 +528,14 @@ class ClusterBatch:
         except ray.exceptions.RayActorError as exc:
             raise _ActorLost(f"its actor died ({type(exc).__name__})") from None
         except ray.exceptions.RayTaskError as exc:
-            return FileResult(path, Transcript(source=path), audio_s=info.duration_s,
-                              error=f"{path}: {_one_line(getattr(exc, 'cause', None) or exc)}")
-        if info.truncated:
-            msg = truncated_message(info, fed)
+            job.failed = True
+            job.result.error = f"{path}: {_one_line(getattr(exc, 'cause', None) or exc)}"
+            return job, voices
+        if info.truncated and (whole or fed < (end or 0) - start):
+            msg = truncated_message(info, start + fed)
             job.result.error = job.result.error or msg
             job.result.transcript.warnings.append(msg)
-        return job.finish(rep.models.split(" + ")[0])
+        return job, voices
 
 
 class _ActorLost(Exception):

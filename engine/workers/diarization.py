@@ -27,6 +27,7 @@ from engine.messages import (
     ReloadModels,
     Role,
     SpeakerTurn,
+    SpeakerVoices,
     StreamRewound,
     StreamStart,
     VoiceEnrolled,
@@ -75,6 +76,7 @@ class DiarizationHandler(Handler):
         self.named_at: dict[int, float] = {}  # audio seconds of the last live match
         self.ending: dict[int, _Ending] = {}  # live streams waiting for their offline pass
         self.peers_done: set[int] = set()  # live streams transcription finished first
+        self.want_voices: set[int] = set()  # file streams that end with SpeakerVoices
 
     def load(self) -> str:
         from engine.diarization.pipeline import DiarizationParams
@@ -184,6 +186,8 @@ class DiarizationHandler(Handler):
                     yield from self._live_ended(sid, st, msg.total_samples)
             case StreamStart():
                 self.table.start(msg, spill=True)  # a whole file: kept on disk, not in RAM
+                if msg.voices:
+                    self.want_voices.add(msg.stream_id)
             case AudioChunk():
                 st = self.table.get(msg)
                 if st is not None:
@@ -199,6 +203,12 @@ class DiarizationHandler(Handler):
                 turns = self.diarizer(audio, SAMPLE_RATE, release=release) if len(audio) else []
                 self.table.finish(sid, total)
                 matches = self.recogniser.match_audio(audio, turns, self.recogniser.profiles())
+                if sid in self.want_voices:
+                    from engine.voices import piece_voices
+
+                    self.want_voices.discard(sid)
+                    yield SpeakerVoices(sid, tuple(piece_voices(self.recogniser.embedder(),
+                                                                audio, turns)))
                 yield VoicesRecognised(sid, tuple((m.speaker, m.name, m.score)
                                                   for m in matches), final=True)
                 yield DiarizationResult(
