@@ -224,7 +224,11 @@ def test_a_long_recording_runs_as_pieces_on_both_nodes_with_one_set_of_speakers(
     _kill_a_busy_actor()
     _, stderr = run.communicate(timeout=600)
     assert run.returncode == 0, stderr
-    assert again.read_bytes() == out.read_bytes()
+    assert again.read_bytes() == out.read_bytes()  # as if undisturbed
+    from engine.sessions import iter_sessions
+
+    ended = [x for x in iter_sessions(out.parent / "rec") if Path(x.meta.audio) == wav]
+    assert len(ended) == 2  # once per command: the killed piece did not end it twice
 
 
 def _tampered_models(folder: Path) -> Path:
@@ -286,23 +290,12 @@ def test_a_batch_resumes_after_its_driver_dies_identical_to_local_and_bad_parts_
         assert [seg.text for seg in kept[f"{clip}.wav"].transcript().spoken] == text
 
 
-def test_an_actor_killed_mid_file_is_replaced_and_every_file_ends_once(
-        cluster: Any, inputs: Path, local_outputs: Path, tmp_path: Path) -> None:
-    files = sorted(inputs.glob("*.wav"))
-    out = tmp_path / "out"
-    proc = _start(cluster, files, out, 1)
-    _kill_a_busy_actor()
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr
-    done = [ln for ln in stdout.splitlines() if " -> " in ln]
-    assert sorted(ln.split(" -> ")[0] for ln in done) == sorted(map(str, files)), done
-    _same(local_outputs, out, [f"{c}.json" for c in CLIPS])
-
-
 def test_a_node_lost_mid_batch_leaves_the_batch_to_the_other(
         cluster: Any, inputs: Path, local_outputs: Path, tmp_path: Path) -> None:
     """The second node is removed while the batch runs; its actor's file starts again on the
-    node that remains. (Last in this module: the cluster keeps one node after it.)"""
+    node that remains, identical to this machine's transcript. (A SIGKILLed actor, restarted
+    by Ray, is tested with a piece of a long file above.) Last in this module: the cluster
+    keeps one node after it."""
     files = sorted(inputs.glob("*.wav"))
     out = tmp_path / "out"
     proc = _start(cluster, files, out, 2)

@@ -452,7 +452,7 @@ class ClusterBatch:
             info = probe(path)
         except AudioFileError as exc:  # changed since the command checked it
             return FileResult(path, Transcript(source=path), error=str(exc))
-        job, _voices = self._stream(handle, sid, path, info, language, block)
+        job, _voices, _fed = self._stream(handle, sid, path, info, language, block)
         if job.failed:  # the actor raised: nothing of this file is kept
             return FileResult(path, Transcript(source=path), audio_s=info.duration_s,
                               error=job.result.error)
@@ -462,10 +462,11 @@ class ClusterBatch:
                block: int) -> PieceResult:
         """One piece of a split file, as a stream of its own; its speakers' voices too."""
         start, end = sp.pieces[k]
-        job, voices = self._stream(handle, sp.streams[k], sp.path, sp.info, language, block,
-                                   start, end)
+        job, voices, fed = self._stream(handle, sp.streams[k], sp.path, sp.info, language,
+                                        block, start, end)
         res = job.finish(rep.models.split(" + ")[0])
-        return PieceResult(start, res.transcript, voices, res.work_s, res.dropped, res.error)
+        return PieceResult(start, res.transcript, voices, res.work_s, res.dropped, res.error,
+                           fed)
 
     def _assemble(self, sp: _Split, rep: NodeReport) -> FileResult:
         """A split file's result from its pieces (speakers matched across them)."""
@@ -481,16 +482,18 @@ class ClusterBatch:
             res.dropped += p.dropped
         for e in errors[1:]:
             tr.warnings.append(e)
-        if sp.info.truncated and not any("truncated" in w for w in tr.warnings):
-            fed = sum(b - a for a, b in sp.pieces)
-            tr.warnings.append(truncated_message(sp.info, fed))
+        if sp.info.truncated:  # as the whole-file path says it, once
+            msg = truncated_message(sp.info, sum(p.samples for p in pieces))
+            res.error = res.error or msg
+            tr.warnings.append(msg)
         return res
 
     def _stream(self, handle: Any, sid: int, path: str, info: AudioInfo,
                 language: str | None, block: int, start: int = 0, end: int | None = None
-                ) -> tuple[FileJob, list[tuple[str, Any, float]]]:
+                ) -> tuple[FileJob, list[tuple[str, Any, float]], int]:
         """Stream a file (or its piece [start, end)) through an actor, folded as the local
-        runner folds it; with the speakers' voices a piece's diarization sent."""
+        runner folds it; with the speakers' voices a piece's diarization sent, and the
+        samples fed (a truncated file's pieces end early)."""
         ray = self.ray
         whole = start == 0 and end is None
         length = info.duration_s if whole else ((end or 0) - start) / SAMPLE_RATE
@@ -530,12 +533,12 @@ class ClusterBatch:
         except ray.exceptions.RayTaskError as exc:
             job.failed = True
             job.result.error = f"{path}: {_one_line(getattr(exc, 'cause', None) or exc)}"
-            return job, voices
-        if info.truncated and (whole or fed < (end or 0) - start):
-            msg = truncated_message(info, start + fed)
+            return job, voices, fed
+        if info.truncated and whole:  # a split file's pieces are told once, assembled
+            msg = truncated_message(info, fed)
             job.result.error = job.result.error or msg
             job.result.transcript.warnings.append(msg)
-        return job, voices
+        return job, voices, fed
 
 
 class _ActorLost(Exception):

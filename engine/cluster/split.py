@@ -108,6 +108,7 @@ class PieceResult:
     work_s: dict[str, float] = field(default_factory=dict)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None
+    samples: int = 0  # audio it was fed (16 kHz)
 
 
 def _shift_segment(seg: Segment, dt: float, label: dict[str, str]) -> Segment:
