@@ -391,7 +391,7 @@ class ClusterBatch:
                         with lock:
                             in_flight[0] -= 1
                         continue
-                    res = self._assemble(sp, rep)
+                    res = self._assemble(sp, rep.models.split(" + ")[0])
                 else:
                     rep.audio_s += res.audio_s if res.error is None else 0.0
                 rep.files += 1
@@ -413,10 +413,20 @@ class ClusterBatch:
         failed: set[int] = set()
         while not todo.empty():  # every actor retired: what is left fails, one line each
             sid, path, _attempt, _k = todo.get()
-            if sid not in failed:
-                failed.add(sid)
-                emit(FileResult(path, Transcript(source=path),
-                                error=f"{path}: no actor left on the cluster to run it"), "-")
+            if sid in failed:
+                continue
+            failed.add(sid)
+            why = f"{path}: no actor left on the cluster to run it"
+            sp = splits.get(sid)
+            if sp is None or sp.left == len(sp.pieces):
+                emit(FileResult(path, Transcript(source=path), error=why), "-")
+                continue
+            for k, r in enumerate(sp.results):  # the pieces that ended keep their text
+                if r is None:
+                    sp.results[k] = PieceResult(sp.pieces[k][0], Transcript(source=path),
+                                                error=why)
+            model = next((n.models for n in self.nodes if n.models), "")
+            emit(self._assemble(sp, model.split(" + ")[0]), "-")
 
     def _back(self, handle: Any, rep: NodeReport) -> bool:
         """Whether Ray brought the actor back (restarted on a node with room) in time."""
@@ -468,11 +478,11 @@ class ClusterBatch:
         return PieceResult(start, res.transcript, voices, res.work_s, res.dropped, res.error,
                            fed)
 
-    def _assemble(self, sp: _Split, rep: NodeReport) -> FileResult:
+    def _assemble(self, sp: _Split, model: str) -> FileResult:
         """A split file's result from its pieces (speakers matched across them)."""
         pieces = [r for r in sp.results if r is not None]
         tr = stitch(sp.path, sp.info.duration_s, pieces, self.config.cluster.stitch_threshold)
-        tr.model = rep.models.split(" + ")[0]
+        tr.model = model
         errors = [p.error for p in pieces if p.error]
         res = FileResult(sp.path, tr, audio_s=sp.info.duration_s,
                          error=errors[0] if errors else None)
