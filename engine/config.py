@@ -212,6 +212,9 @@ class ClusterConfig:
     # two pieces' speakers are one person when their voices are at least this similar
     # (cosine of CAM++ embeddings; other people in the corpus scored at most 0.53)
     stitch_threshold: float = field(default=0.6, metadata=_range(-1.0, 1.0))
+    # a lost actor that Ray has not restarted (models loaded again) within this is retired
+    # and its work goes to the others
+    restart_wait_s: float = field(default=30.0, metadata=_range(1.0, 3600.0))
 
 
 RSS_MB_RANGE = (32, 65536)

@@ -59,10 +59,13 @@ def local_outputs(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def _config(out: Path) -> str:
-    """A config keeping the batch's sessions in a folder of the test's own (`OUT/../rec`)."""
+def _config(out: Path, extra: str = "") -> str:
+    """A config keeping the batch's sessions in a folder of the test's own (`OUT/../rec`),
+    with `extra` TOML after it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return str(write_config(out.parent))
+    cfg = write_config(out.parent)
+    cfg.write_text(cfg.read_text() + extra)
+    return str(cfg)
 
 
 def _on_cluster(cluster: Any, files: list[Path], out: Path, *extra: str,
@@ -72,9 +75,9 @@ def _on_cluster(cluster: Any, files: list[Path], out: Path, *extra: str,
 
 
 def _start(cluster: Any, files: list[Path], out: Path, actors: int,
-           stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+           stderr: int = subprocess.PIPE, extra: str = "") -> subprocess.Popen[str]:
     """The batch command in the background (a driver the test can kill or watch)."""
-    cmd = [sys.executable, "-m", "engine.cli", "--config", _config(out), "transcribe",
+    cmd = [sys.executable, "-m", "engine.cli", "--config", _config(out, extra), "transcribe",
            *map(str, files), "-f", "json", "-o", str(out), "--cluster", cluster.address,
            "--actors", str(actors)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -199,8 +202,7 @@ def test_a_long_recording_runs_as_pieces_on_both_nodes_with_one_set_of_speakers(
     ref = [SpeakerTurn(t.start + k * span, t.end + k * span, t.speaker)
            for k in range(reps) for t in reference_turns(clip)]
     out = tmp_path / "out" / "reuniao.json"
-    cfg = Path(_config(out))
-    cfg.write_text(cfg.read_text() + "[cluster]\nsplit_min_s = 60.0\nsplit_piece_s = 30.0\n")
+    cfg = Path(_config(out, "[cluster]\nsplit_min_s = 60.0\nsplit_piece_s = 30.0\n"))
     proc = run_cli("--config", str(cfg), "transcribe", str(wav), "-f", "json", "-o", str(out),
                    "--cluster", cluster.address, "--actors", "2", timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -298,7 +300,8 @@ def test_a_node_lost_mid_batch_leaves_the_batch_to_the_other(
     keeps one node after it."""
     files = sorted(inputs.glob("*.wav"))
     out = tmp_path / "out"
-    proc = _start(cluster, files, out, 2)
+    # the lost actor cannot come back (no CPU left): retired after 10 s, not the default 30
+    proc = _start(cluster, files, out, 2, extra="[cluster]\nrestart_wait_s = 10.0\n")
     first = _first_line(proc)  # both actors loaded and the batch under way
     cluster.remove_node(cluster.list_all_nodes()[1])
     stdout, stderr = proc.communicate(timeout=600)

@@ -54,7 +54,6 @@ from engine.transcript import Transcript
 BATCH_S = 30.0  # audio per actor call
 WINDOW = 2  # calls in flight per file: bounded memory, the actor never waits for audio
 START_WAIT_S = 300.0  # actors load their models within this, or get no files
-RESTART_WAIT_S = 30.0  # a lost actor restarting (models load again) within this, or retired
 MAX_ATTEMPTS = 3  # a file whose actor died this often fails (a file that kills actors)
 MANIFEST = ".transcrevai-batch.json"
 
@@ -431,7 +430,7 @@ class ClusterBatch:
     def _back(self, handle: Any, rep: NodeReport) -> bool:
         """Whether Ray brought the actor back (restarted on a node with room) in time."""
         ray = self.ray
-        deadline = time.monotonic() + RESTART_WAIT_S
+        deadline = time.monotonic() + self.config.cluster.restart_wait_s
         info: dict[str, Any] | None = None
         why = ""
         while info is None and time.monotonic() < deadline:
