@@ -344,14 +344,17 @@ def test_speech_the_vad_misses_is_checked_where_the_diarizer_hears_it(tmp_path: 
     it, the segmentation model's speech (what the turns are made of) has no words there, so
     it is decoded again on its own and comes back (measured: 7.4-11.2 s)."""
     ref = "perdeu o controle do carro"
+    audio, sr = sf.read(str(clip_path("ptbr_dlg_mixed_4spk")), dtype="float32")
+    wav = tmp_path / "two_sentences.wav"  # its first two sentences: half the decoding
+    sf.write(str(wav), audio[: int(11.6 * sr)], sr)
     found = {}
     for turns in (False, True):
         (tmp_path / str(turns)).mkdir()
         cfg = write_config(tmp_path / str(turns))
         cfg.write_text(cfg.read_text() + "[vad]\nthreshold = 0.95\n[transcription]\n"
                        f"unit_max_s = 3.0\nrecheck_turns = {str(turns).lower()}\n")
-        proc = run_cli("--config", str(cfg), "transcribe", str(clip_path("ptbr_dlg_mixed_4spk")),
-                       "--format", "json", "--no-diarization")
+        proc = run_cli("--config", str(cfg), "transcribe", str(wav), "--format", "json",
+                       "--no-diarization")
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
         found[turns] = " ".join(s["text"] for s in doc["segments"]
