@@ -6,6 +6,7 @@ import time
 
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.widgets import Static
 
 from tui.state import ConsoleState, WorkerView
@@ -43,11 +44,20 @@ class Gauges(Static):
         self.state = state
         self.heartbeat_interval = heartbeat_interval
         self._shown: tuple[bool, bool, tuple[tuple[str, ...], ...]] | None = None  # last shown
+        self._now: float | None = None  # the time of the last sync
+
+    def on_resize(self, _event: events.Resize) -> None:
+        """Columns follow the new width at once, not at the next tick: for up to a tick the
+        table kept the old width's columns (a snapshot under load caught it). Times stay as
+        the last tick saw them (the app's clock); the next tick moves them on."""
+        if self._now is not None:
+            self.sync(self._now)
 
     def sync(self, now: float | None = None) -> None:
         """Columns a narrow terminal has no room for are left out whole (model first, then
         heartbeat age) rather than cut mid-word."""
         now = time.monotonic() if now is None else now
+        self._now = now
         width = self.content_size.width or self.app.size.width
         rows: list[list[str | Text]] = []
         for w in self.state.workers.values():
