@@ -294,13 +294,16 @@ def session_voices(embedder: Embedder, audio: np.ndarray,
     return out
 
 
-def piece_voices(embedder: Embedder, audio: np.ndarray, turns: Sequence[SpeakerTurn]
+def piece_voices(embedder: Embedder, audio: np.ndarray, turns: Sequence[SpeakerTurn],
+                 clean: dict[str, np.ndarray] | None = None
                  ) -> list[tuple[str, np.ndarray, float]]:
     """Every speaker's voice in a piece of a split recording, with its seconds: as
-    session_voices, but a speaker with little clean speech is embedded from all of it (an
-    unsure voice still beats founding a new speaker for each short turn)."""
+    session_voices (`clean`, when already computed), but a speaker with little clean speech
+    is embedded from all of it (an unsure voice still beats founding a new speaker for each
+    short turn)."""
     out = []
-    clean = session_voices(embedder, audio, turns)
+    if clean is None:
+        clean = session_voices(embedder, audio, turns)
     for label in dict.fromkeys(t.speaker for t in turns):
         spans = (clean_spans(turns, label) if label in clean
                  else sorted((t.start, t.end) for t in turns if t.speaker == label))

@@ -114,28 +114,16 @@ class LongRun:
 
 def long_recording(corpus: Path, clips: list[dict[str, Any]], minutes: float,
                    folder: Path) -> Path:
-    """MINUTES of the corpus's real Portuguese clips one after another (1 s apart, looped),
-    as one 16 kHz WAV: a meeting-length recording with many voices, some coming back."""
-    import numpy as np
-    import soundfile as sf
+    """MINUTES of the corpus's real Portuguese clips one after another (looped, as the soak
+    builds its speech): a meeting-length recording with many voices, some coming back."""
+    from engine.bench.soak import build_loop_wav
 
-    from engine.audio.source import read_audio
-    from engine.messages import SAMPLE_RATE
-
-    real = [c for c in clips if not c.get("synthetic") and cb.clip_language(c) == "pt"]
+    real = [corpus / c["file"] for c in clips
+            if not c.get("synthetic") and cb.clip_language(c) == "pt"]
     if not real:
         raise ValueError("no real Portuguese clips in the corpus")
-    audio = [read_audio(corpus / c["file"]) for c in real]
-    pause = np.zeros(SAMPLE_RATE, np.float32)
-    parts, n, want = [], 0, int(minutes * 60 * SAMPLE_RATE)
-    while n < want:
-        for a in audio:
-            parts += [a, pause]
-            n += len(a) + len(pause)
-            if n >= want:
-                break
     path = folder / f"long_{minutes:g}min.wav"
-    sf.write(str(path), np.concatenate(parts)[:want], SAMPLE_RATE, subtype="PCM_16")
+    build_loop_wav(real, minutes * 60, path)
     return path
 
 

@@ -202,13 +202,17 @@ class DiarizationHandler(Handler):
                 release = getattr(st, "release", None)
                 turns = self.diarizer(audio, SAMPLE_RATE, release=release) if len(audio) else []
                 self.table.finish(sid, total)
-                matches = self.recogniser.match_audio(audio, turns, self.recogniser.profiles())
-                if sid in self.want_voices:
-                    from engine.voices import piece_voices
+                profiles = self.recogniser.profiles()
+                if sid in self.want_voices:  # a piece: its voices, embedded once for both
+                    from engine.voices import piece_voices, session_voices
 
                     self.want_voices.discard(sid)
-                    yield SpeakerVoices(sid, tuple(piece_voices(self.recogniser.embedder(),
-                                                                audio, turns)))
+                    embedder = self.recogniser.embedder()
+                    clean = session_voices(embedder, audio, turns) if turns else {}
+                    matches = self.recogniser.match_voices(clean, profiles)
+                    yield SpeakerVoices(sid, tuple(piece_voices(embedder, audio, turns, clean)))
+                else:
+                    matches = self.recogniser.match_audio(audio, turns, profiles)
                 yield VoicesRecognised(sid, tuple((m.speaker, m.name, m.score)
                                                   for m in matches), final=True)
                 yield DiarizationResult(
